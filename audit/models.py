@@ -1,0 +1,62 @@
+"""The audit trail: one append-only, hash-chained sequence of events per organization.
+
+``audit`` depends on no other app of ours, so events hold the organization's primary key as a
+plain integer rather than a foreign key; ``settings.AUDIT_ORGANIZATION_MODEL`` names the model it
+points at (as ``AUTH_USER_MODEL`` does for users). That also means deleting an organization never
+cascades into its audit trail.
+
+How the chain is built and checked is in ``audit.services``; the database-level refusal of UPDATE,
+DELETE and TRUNCATE is in ``audit.triggers``.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEvent(models.Model):
+    """One thing that happened in an organization. Written only by ``audit_record``; never changed.
+
+    ``seq`` counts 1, 2, 3, … per organization with no gaps; ``hash`` covers ``prev_hash``, ``seq``
+    and every other field except the primary key (see ``audit.services`` for the exact bytes).
+    """
+
+    # No separate index: the unique (organization_id, seq) constraint below leads with this column
+    # and serves every per-organization lookup.
+    organization_id = models.PositiveBigIntegerField()
+    seq = models.PositiveBigIntegerField()
+    action = models.CharField(max_length=64)
+    actor = models.JSONField()
+    target = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["organization_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization_id", "seq"], name="audit_event_unique_org_seq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} #{self.seq} {self.action}"
+
+
+class ChainHead(models.Model):
+    """The latest ``seq`` and ``hash`` of one organization's chain; the only mutable audit row.
+
+    Writers lock this row (``SELECT … FOR UPDATE``) before appending, which serialises the writers
+    of one organization and leaves other organizations' writers alone.
+    """
+
+    organization_id = models.PositiveBigIntegerField(unique=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} head #{self.seq}"

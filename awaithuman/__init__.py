@@ -1,0 +1,7 @@
+"""AwaitHuman: escalation-as-a-service for AI agents."""
+
+from __future__ import annotations
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

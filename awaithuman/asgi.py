@@ -1,0 +1,38 @@
+"""The ASGI application: API, admin and console through Django; the long-poll ahead of it.
+
+``/api/v1/escalations/{id}/wait`` is routed to an async consumer *before* Django's handler, which
+would otherwise pin an OS thread per parked request. In the embedded default the same process also
+ticks the escalation timers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "awaithuman.settings")
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from escalations.consumers import WaitConsumer  # noqa: E402
+from escalations.timers import start_in_process_ticker  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter(
+            [
+                re_path(
+                    r"^api/v1/escalations/(?P<public_id>[^/]+)/wait/?$", WaitConsumer.as_asgi()
+                ),
+                re_path(r"", django_application),
+            ]
+        ),
+    }
+)
+
+if settings.TIMERS_IN_PROCESS:
+    start_in_process_ticker()

@@ -1,0 +1,241 @@
+"""The agent API (``/api/v1/``): thin views over ``escalations.services``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response as HttpResponse
+
+from tenants.api import KeyedAPIView
+from tenants.models import Scope
+
+from . import idempotency, services
+from .errors import forbidden
+from .models import Escalation
+from .serializers import (
+    EscalationCreateSerializer,
+    EscalationSerializer,
+    ListQuerySerializer,
+    PolicyEvaluationSerializer,
+    ResponseCreateSerializer,
+    escalation_data,
+)
+
+PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
+PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
+
+
+def _agent_only(request: Request) -> None:
+    if request.agent is None:
+        raise forbidden("Only an agent's API key can do this; personal keys answer, not ask.")
+
+
+def _member_only(request: Request) -> None:
+    if request.membership is None:
+        raise forbidden("Agent keys can never claim or answer; use a member's personal API key.")
+
+
+def _escalations(request: Request) -> Any:
+    return Escalation.objects.filter(organization=request.organization).select_related(
+        "agent", "assignee__user"
+    )
+
+
+def _get(request: Request, public_id: str) -> Escalation:
+    return get_object_or_404(_escalations(request), public_id=public_id)
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 100
+
+
+class EscalationListCreateView(KeyedAPIView):
+    required_scope = {"GET": Scope.ESCALATIONS_READ, "POST": Scope.ESCALATIONS_WRITE}
+
+    @extend_schema(
+        operation_id="escalations_list",
+        parameters=[
+            ListQuerySerializer,
+            OpenApiParameter("limit", int, description="Page size (1–100, default 50)."),
+            OpenApiParameter("cursor", str, description="The `next` cursor of the last page."),
+        ],
+        responses={200: EscalationSerializer(many=True), **PROBLEMS},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        query = ListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        escalations = _escalations(request)
+        if "status" in filters:
+            escalations = escalations.filter(status=filters["status"])
+        if "external_id" in filters:
+            escalations = escalations.filter(external_id=filters["external_id"])
+        if "agent" in filters:
+            escalations = escalations.filter(agent__public_id=filters["agent"])
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(escalations, request, view=self)
+        return paginator.get_paginated_response(EscalationSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="escalations_create",
+        request=EscalationCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Makes retries safe: the same key and body return the same escalation.",
+            )
+        ],
+        responses={201: EscalationSerializer, 200: EscalationSerializer, **PROBLEMS},
+    )
+    def post(self, request: Request) -> HttpResponse:
+        _agent_only(request)
+        serializer = EscalationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            escalation = services.escalation_create(
+                organization=request.organization,
+                agent=request.agent,
+                api_key=request.api_key,
+                data=serializer.validated_data,
+            )
+            return HttpResponse(escalation_data(escalation), status=status.HTTP_201_CREATED)
+
+        reserved = idempotency.idempotency_begin(
+            organization=request.organization,
+            key=key,
+            fingerprint=idempotency.fingerprint("POST", request.path, request.data),
+        )
+        if isinstance(reserved, idempotency.Replay):
+            response = HttpResponse(reserved.body, status=reserved.status)
+            response["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            with transaction.atomic():
+                escalation = services.escalation_create(
+                    organization=request.organization,
+                    agent=request.agent,
+                    api_key=request.api_key,
+                    data=serializer.validated_data,
+                )
+                body = escalation_data(escalation)
+                idempotency.idempotency_complete(
+                    record=reserved, status=status.HTTP_201_CREATED, body=body
+                )
+        except BaseException:
+            idempotency.idempotency_abandon(reserved)
+            raise
+        return HttpResponse(body, status=status.HTTP_201_CREATED)
+
+
+class EscalationDetailView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_READ
+
+    @extend_schema(
+        operation_id="escalations_retrieve",
+        responses={200: EscalationSerializer, **PROBLEMS},
+    )
+    def get(self, request: Request, public_id: str) -> HttpResponse:
+        return HttpResponse(escalation_data(_get(request, public_id)))
+
+
+class EscalationCancelView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_WRITE
+
+    @extend_schema(
+        operation_id="escalations_cancel",
+        request=None,
+        responses={200: EscalationSerializer, **PROBLEMS},
+    )
+    def post(self, request: Request, public_id: str) -> HttpResponse:
+        _agent_only(request)
+        escalation = _get(request, public_id)
+        if escalation.agent_id != request.agent.pk:
+            raise forbidden("Only the agent that created an escalation can cancel it.")
+        escalation = services.escalation_cancel(escalation=escalation, api_key=request.api_key)
+        return HttpResponse(escalation_data(escalation))
+
+
+class EscalationClaimView(KeyedAPIView):
+    required_scope = Scope.RESPONSES_WRITE
+
+    @extend_schema(
+        operation_id="escalations_claim",
+        request=None,
+        responses={200: EscalationSerializer, **PROBLEMS},
+    )
+    def post(self, request: Request, public_id: str) -> HttpResponse:
+        _member_only(request)
+        escalation = services.escalation_claim(
+            escalation=_get(request, public_id), membership=request.membership
+        )
+        return HttpResponse(escalation_data(_get(request, escalation.public_id)))
+
+    @extend_schema(
+        operation_id="escalations_release",
+        request=None,
+        responses={200: EscalationSerializer, **PROBLEMS},
+    )
+    def delete(self, request: Request, public_id: str) -> HttpResponse:
+        _member_only(request)
+        escalation = services.escalation_release(
+            escalation=_get(request, public_id), membership=request.membership
+        )
+        return HttpResponse(escalation_data(_get(request, escalation.public_id)))
+
+
+class ResponseCreateView(KeyedAPIView):
+    required_scope = Scope.RESPONSES_WRITE
+
+    @extend_schema(
+        operation_id="escalations_respond",
+        request=ResponseCreateSerializer,
+        responses={201: EscalationSerializer, **PROBLEMS},
+    )
+    def post(self, request: Request, public_id: str) -> HttpResponse:
+        _member_only(request)
+        escalation = _get(request, public_id)
+        serializer = ResponseCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        services.response_submit(
+            escalation=escalation,
+            membership=request.membership,
+            outcome=data["outcome"],
+            response=data.get("response"),
+            comment=data.get("comment", ""),
+            edited_arguments=data.get("edited_arguments"),
+            channel="api",
+        )
+        return HttpResponse(
+            escalation_data(_get(request, public_id)), status=status.HTTP_201_CREATED
+        )
+
+
+class PolicyEvaluateView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_WRITE
+
+    @extend_schema(
+        operation_id="policies_evaluate",
+        request=EscalationCreateSerializer,
+        responses={200: PolicyEvaluationSerializer, **PROBLEMS},
+    )
+    def post(self, request: Request) -> HttpResponse:
+        _agent_only(request)
+        serializer = EscalationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.policy_evaluate(
+            organization=request.organization, agent=request.agent, data=serializer.validated_data
+        )
+        return HttpResponse({"policy": result.policy, "outcome": result.outcome})

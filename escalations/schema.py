@@ -1,0 +1,46 @@
+"""drf-spectacular hook: document the wait endpoint, which is served by an ASGI consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_wait_operation(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    problem = {"description": "Problem details (RFC 9457, application/problem+json)"}
+    result["paths"]["/api/v1/escalations/{public_id}/wait"] = {
+        "get": {
+            "operationId": "escalations_wait",
+            "summary": "Wait for the decision (long-poll)",
+            "description": (
+                "Returns as soon as the escalation is terminal, or its current state after "
+                "`timeout` seconds (0–60, default 60). Holds no server thread or database "
+                "connection while waiting; loop on it (the SDK does) to wait longer."
+            ),
+            "tags": ["escalations"],
+            "parameters": [
+                {
+                    "name": "public_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "timeout",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                },
+            ],
+            "security": [{"ApiKey": []}],
+            "responses": {
+                "200": {
+                    "description": "The escalation, terminal or as it stands at the timeout.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Escalation"}}
+                    },
+                },
+                **{code: problem for code in ("400", "401", "403", "404", "405", "429")},
+            },
+        }
+    }
+    return result

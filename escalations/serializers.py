@@ -1,0 +1,206 @@
+"""Input and output shapes of the escalation API (DESIGN.md § Agent API)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import Escalation, Response
+from .schemas import schema_problem
+
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+
+
+class JSONObjectField(serializers.JSONField):
+    default_error_messages = {"not_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            self.fail("not_object")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class _ObjectSchemaField(JSONObjectField):
+    pass
+
+
+class StrictFieldsMixin:
+    """Unknown top-level fields are refused by name, so a typo never passes silently."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        initial = getattr(self, "initial_data", None)
+        if isinstance(initial, dict):
+            unknown = sorted(set(initial) - set(self.fields))  # type: ignore[attr-defined]
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().validate(attrs)  # type: ignore[misc]
+
+
+class ActionSerializer(StrictFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    arguments = _ObjectSchemaField(required=False, default=dict)
+
+
+class ContextSerializer(serializers.Serializer):
+    """The agent's picture: reasoning, tool calls and conversation; other keys are kept as sent."""
+
+    reasoning = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+    tool_calls = serializers.ListField(child=serializers.JSONField(), required=False)
+    messages = serializers.ListField(child=serializers.JSONField(), required=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        known = super().to_internal_value(data)
+        return {**data, **known}
+
+
+class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
+    title = serializers.CharField(max_length=300)
+    action = ActionSerializer(required=False, allow_null=True)
+    context = ContextSerializer(required=False)
+    response_schema = _ObjectSchemaField(required=False, allow_null=True)
+    priority = serializers.ChoiceField(choices=Escalation.Priority.choices, required=False)
+    timeout_seconds = serializers.IntegerField(
+        required=False, min_value=10, max_value=MAX_TIMEOUT_SECONDS
+    )
+    on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices, required=False)
+    callback_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
+    external_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    metadata = _ObjectSchemaField(required=False)
+
+    def validate_response_schema(self, value: Any) -> Any:
+        if value is not None:
+            problem = schema_problem(value)
+            if problem:
+                raise serializers.ValidationError(problem)
+        return value
+
+    def validate_callback_url(self, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise serializers.ValidationError("Must be an http(s) URL.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if attrs["kind"] == Escalation.Kind.QUESTION and attrs.get("on_timeout") == "approve":
+            raise serializers.ValidationError(
+                {"on_timeout": ["A question cannot be approved on timeout; use expire."]}
+            )
+        return attrs
+
+
+class ResponseCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=Response.Outcome.choices)
+    response = serializers.JSONField(required=False, allow_null=True)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    edited_arguments = JSONObjectField(required=False, allow_null=True)
+
+
+class ListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Escalation.Status.choices, required=False)
+    external_id = serializers.CharField(max_length=200, required=False)
+    agent = serializers.CharField(max_length=32, required=False)
+
+
+class RefSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+
+
+class DecisionSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=sorted(Escalation.TERMINAL))
+    response = serializers.JSONField(allow_null=True)
+    comment = serializers.CharField()
+    edited_arguments = serializers.JSONField(allow_null=True)
+    decided_by = serializers.DictField()
+    decided_at = serializers.DateTimeField()
+    channel = serializers.CharField(allow_null=True)
+    receipt = serializers.CharField(allow_null=True)
+
+
+class LinksSerializer(serializers.Serializer):
+    self = serializers.URLField()
+    wait = serializers.URLField()
+    console = serializers.URLField()
+
+
+class EscalationSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    status = serializers.ChoiceField(choices=Escalation.Status.choices)
+    kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
+    title = serializers.CharField()
+    action = serializers.JSONField(allow_null=True)
+    context = serializers.JSONField()
+    response_schema = serializers.JSONField()
+    priority = serializers.ChoiceField(choices=Escalation.Priority.choices)
+    timeout_seconds = serializers.IntegerField()
+    on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices)
+    callback_url = serializers.CharField()
+    external_id = serializers.CharField()
+    metadata = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    agent = serializers.SerializerMethodField()
+    claimed_by = serializers.SerializerMethodField()
+    required_approvals = serializers.IntegerField()
+    policy = serializers.SerializerMethodField()
+    decision = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    @extend_schema_field(RefSerializer)
+    def get_agent(self, escalation: Escalation) -> dict[str, str]:
+        return {"id": escalation.agent.public_id, "name": escalation.agent.name}
+
+    @extend_schema_field({"type": "object", "nullable": True})
+    def get_claimed_by(self, escalation: Escalation) -> dict[str, str] | None:
+        if escalation.assignee_id is None:
+            return None
+        return {"id": escalation.assignee.public_id, "email": escalation.assignee.user.email}
+
+    @extend_schema_field(RefSerializer(allow_null=True))
+    def get_policy(self, escalation: Escalation) -> dict[str, str] | None:
+        snapshot = escalation.policy_snapshot
+        if not snapshot:
+            return None
+        return {"id": snapshot["id"], "name": snapshot["name"]}
+
+    @extend_schema_field(DecisionSerializer(allow_null=True))
+    def get_decision(self, escalation: Escalation) -> dict[str, Any] | None:
+        if not escalation.is_terminal:
+            return None
+        return {
+            "outcome": escalation.status,
+            "response": escalation.decision_response,
+            "comment": escalation.decision_comment,
+            "edited_arguments": escalation.edited_arguments,
+            "decided_by": escalation.decided_by,
+            "decided_at": serializers.DateTimeField().to_representation(escalation.decided_at),
+            "channel": escalation.decision_channel or None,
+            "receipt": None,
+        }
+
+    @extend_schema_field(LinksSerializer)
+    def get_links(self, escalation: Escalation) -> dict[str, str]:
+        base = settings.AWAITHUMAN_BASE_URL
+        path = f"/api/v1/escalations/{escalation.public_id}"
+        return {
+            "self": f"{base}{path}",
+            "wait": f"{base}{path}/wait",
+            "console": f"{base}/escalations/{escalation.public_id}/",
+        }
+
+
+def escalation_data(escalation: Escalation) -> dict[str, Any]:
+    return EscalationSerializer(escalation).data
+
+
+class PolicyEvaluationSerializer(serializers.Serializer):
+    policy = RefSerializer(allow_null=True)
+    outcome = serializers.ChoiceField(choices=["auto_approve", "auto_reject", "require_human"])

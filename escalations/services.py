@@ -1,0 +1,392 @@
+"""The life of an escalation: create, claim, answer, decide, cancel, expire.
+
+Every function here changes state inside one transaction, locks the escalation row first (so two
+operators answering at once are serialised), writes its audit event in that same transaction, and
+wakes long-polls only after commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from tenants.models import Agent, ApiKey, Membership, Organization
+
+from . import hooks, wakeups
+from .errors import conflict, forbidden, invalid, invalid_fields
+from .models import Escalation, Response
+from .schemas import answer_errors, default_schema
+
+DEFAULT_TIMEOUT_SECONDS = 24 * 3600
+DEFAULT_ON_TIMEOUT = {
+    Escalation.Kind.APPROVAL: Escalation.OnTimeout.REJECT,
+    Escalation.Kind.QUESTION: Escalation.OnTimeout.EXPIRE,
+}
+_TIMEOUT_STATUS = {
+    Escalation.OnTimeout.APPROVE: Escalation.Status.APPROVED,
+    Escalation.OnTimeout.REJECT: Escalation.Status.REJECTED,
+    Escalation.OnTimeout.EXPIRE: Escalation.Status.EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """Which policy matched and what it decided. Until policies exist every escalation needs
+    a human; the policies issue replaces ``policy_evaluate`` with the CEL engine."""
+
+    policy: dict[str, str] | None
+    outcome: str
+
+
+def policy_evaluate(
+    *, organization: Organization, agent: Agent, data: dict[str, Any]
+) -> PolicyOutcome:
+    return PolicyOutcome(policy=None, outcome="require_human")
+
+
+def _after_commit(escalation: Escalation, event: str) -> None:
+    public_id, pk = escalation.public_id, escalation.pk
+    terminal = escalation.is_terminal
+
+    def run() -> None:
+        if terminal:
+            wakeups.publish(public_id)
+        hooks.emit(pk, event)
+
+    transaction.on_commit(run)
+
+
+@transaction.atomic
+def escalation_create(
+    *, organization: Organization, agent: Agent, api_key: ApiKey | None, data: dict[str, Any]
+) -> Escalation:
+    """Create an escalation from validated input and run the policy engine on it at once."""
+    kind = data["kind"]
+    now = timezone.now()
+    timeout_seconds = data.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS
+    outcome = policy_evaluate(organization=organization, agent=agent, data=data)
+    escalation = Escalation.objects.create(
+        organization=organization,
+        agent=agent,
+        kind=kind,
+        title=data["title"],
+        action=data.get("action"),
+        context=data.get("context") or {},
+        response_schema=data.get("response_schema") or default_schema(kind),
+        priority=data.get("priority") or Escalation.Priority.NORMAL,
+        timeout_seconds=timeout_seconds,
+        on_timeout=data.get("on_timeout") or DEFAULT_ON_TIMEOUT[kind],
+        callback_url=data.get("callback_url") or "",
+        external_id=data.get("external_id") or "",
+        metadata=data.get("metadata") or {},
+        created_at=now,
+        expires_at=now + timedelta(seconds=timeout_seconds),
+        next_action_at=now + timedelta(seconds=timeout_seconds),
+        policy_snapshot=outcome.policy,
+    )
+    actor = api_key.as_actor() if api_key is not None else agent.as_actor()
+    audit_record(
+        organization_id=organization.pk,
+        action="escalation.created",
+        actor=actor,
+        target=escalation.public_id,
+        data={
+            "kind": kind,
+            "title": escalation.title,
+            "action": escalation.action,
+            "priority": escalation.priority,
+            "timeout_seconds": timeout_seconds,
+            "on_timeout": escalation.on_timeout,
+            "external_id": escalation.external_id,
+            "policy_outcome": outcome.outcome,
+        },
+    )
+    _after_commit(escalation, "created")
+    return escalation
+
+
+def _locked(escalation: Escalation) -> Escalation:
+    return (
+        Escalation.objects.select_for_update()
+        .select_related("assignee__user")
+        .get(pk=escalation.pk)
+    )
+
+
+def _terminal_conflict(escalation: Escalation) -> Exception:
+    by = escalation.decided_by or {}
+    who = by.get("email") or by.get("name") or by.get("type", "someone")
+    when = escalation.decided_at.isoformat() if escalation.decided_at else "earlier"
+    return conflict(
+        f"The escalation is already {escalation.status} (by {who} at {when}); "
+        "it takes no further changes.",
+        type_slug="escalation-terminal",
+        escalation_status=escalation.status,
+    )
+
+
+def _decide(
+    escalation: Escalation,
+    *,
+    status: str,
+    decided_by: dict[str, Any],
+    now: datetime,
+    response: Any = None,
+    comment: str = "",
+    edited_arguments: Any = None,
+    channel: str = "",
+) -> None:
+    escalation.status = status
+    escalation.decided_at = now
+    escalation.decided_by = decided_by
+    escalation.decision_response = response
+    escalation.decision_comment = comment
+    escalation.edited_arguments = edited_arguments
+    escalation.decision_channel = channel
+    escalation.next_action_at = None
+    escalation.assignee = None
+    escalation.claimed_at = None
+    escalation.save()
+    audit_record(
+        organization_id=escalation.organization_id,
+        action="escalation.decided",
+        actor=decided_by,
+        target=escalation.public_id,
+        data={
+            "outcome": status,
+            "response": response,
+            "comment": comment,
+            "edited_arguments": edited_arguments,
+            "channel": channel,
+        },
+    )
+
+
+@transaction.atomic
+def escalation_cancel(*, escalation: Escalation, api_key: ApiKey) -> Escalation:
+    escalation = _locked(escalation)
+    if escalation.is_terminal:
+        raise _terminal_conflict(escalation)
+    _decide(
+        escalation,
+        status=Escalation.Status.CANCELLED,
+        decided_by=api_key.as_actor(),
+        now=timezone.now(),
+        channel="api",
+    )
+    _after_commit(escalation, "cancelled")
+    return escalation
+
+
+@transaction.atomic
+def escalation_claim(*, escalation: Escalation, membership: Membership) -> Escalation:
+    escalation = _locked(escalation)
+    if escalation.is_terminal:
+        raise _terminal_conflict(escalation)
+    if not membership.can_answer:
+        raise forbidden("Viewers cannot claim escalations.")
+    if escalation.assignee_id == membership.pk:
+        return escalation
+    if escalation.assignee_id is not None:
+        raise conflict(
+            f"{escalation.assignee.user.email} claimed this escalation at "
+            f"{escalation.claimed_at.isoformat()}.",
+            type_slug="already-claimed",
+            claimed_by=escalation.assignee.public_id,
+        )
+    escalation.assignee = membership
+    escalation.claimed_at = timezone.now()
+    escalation.save(update_fields=["assignee", "claimed_at"])
+    audit_record(
+        organization_id=escalation.organization_id,
+        action="escalation.claimed",
+        actor=membership.as_actor(),
+        target=escalation.public_id,
+    )
+    _after_commit(escalation, "claimed")
+    return escalation
+
+
+@transaction.atomic
+def escalation_release(*, escalation: Escalation, membership: Membership) -> Escalation:
+    """Give up a claim. Admins may release anyone's claim (someone went home)."""
+    escalation = _locked(escalation)
+    if escalation.is_terminal:
+        raise _terminal_conflict(escalation)
+    if escalation.assignee_id is None:
+        return escalation
+    if escalation.assignee_id != membership.pk and membership.role not in Membership.MANAGING_ROLES:
+        raise conflict(
+            f"{escalation.assignee.user.email} holds the claim; only they or an admin can "
+            "release it.",
+            type_slug="already-claimed",
+            claimed_by=escalation.assignee.public_id,
+        )
+    released = escalation.assignee.public_id
+    escalation.assignee = None
+    escalation.claimed_at = None
+    escalation.save(update_fields=["assignee", "claimed_at"])
+    audit_record(
+        organization_id=escalation.organization_id,
+        action="escalation.released",
+        actor=membership.as_actor(),
+        target=escalation.public_id,
+        data={"released": released},
+    )
+    _after_commit(escalation, "released")
+    return escalation
+
+
+_OUTCOMES_BY_KIND = {
+    Escalation.Kind.APPROVAL: {Response.Outcome.APPROVE, Response.Outcome.REJECT},
+    Escalation.Kind.QUESTION: {Response.Outcome.ANSWER, Response.Outcome.REJECT},
+}
+
+
+@transaction.atomic
+def response_submit(
+    *,
+    escalation: Escalation,
+    membership: Membership,
+    outcome: str,
+    response: Any = None,
+    comment: str = "",
+    edited_arguments: dict[str, Any] | None = None,
+    channel: str = "api",
+) -> Response:
+    """Record one operator's answer and decide the escalation when that settles it.
+
+    Approvals need ``required_approvals`` distinct members; one rejection rejects; an answer to a
+    question decides it. The typed payload is validated against ``response_schema``.
+    """
+    escalation = _locked(escalation)
+    if escalation.is_terminal:
+        raise _terminal_conflict(escalation)
+    if not membership.can_answer:
+        raise forbidden("Viewers cannot answer escalations.")
+    if escalation.assignee_id not in (None, membership.pk):
+        raise conflict(
+            f"{escalation.assignee.user.email} has claimed this escalation; wait for them to "
+            "answer or release it.",
+            type_slug="already-claimed",
+            claimed_by=escalation.assignee.public_id,
+        )
+    allowed = _OUTCOMES_BY_KIND[escalation.kind]
+    if outcome not in allowed:
+        raise invalid(
+            "outcome",
+            f"A {escalation.kind} takes one of: {', '.join(sorted(allowed))}.",
+        )
+    if edited_arguments is not None and (
+        outcome != Response.Outcome.APPROVE or not escalation.action
+    ):
+        raise invalid("edited_arguments", "Only an approval of an action can edit arguments.")
+    if outcome == Response.Outcome.REJECT:
+        payload = response
+    else:
+        payload = response if response is not None else {}
+        errors = answer_errors(escalation.response_schema, payload)
+        if errors:
+            raise invalid_fields(errors)
+    if escalation.responses.filter(membership=membership).exists():
+        raise conflict("You have already answered this escalation.", type_slug="already-answered")
+
+    now = timezone.now()
+    answer = Response.objects.create(
+        escalation=escalation,
+        membership=membership,
+        outcome=outcome,
+        payload=payload,
+        comment=comment,
+        edited_arguments=edited_arguments,
+        channel=channel,
+        created_at=now,
+    )
+    actor = membership.as_actor()
+    audit_record(
+        organization_id=escalation.organization_id,
+        action="response.submitted",
+        actor=actor,
+        target=escalation.public_id,
+        data={
+            "response_id": answer.public_id,
+            "outcome": outcome,
+            "response": payload,
+            "comment": comment,
+            "edited_arguments": edited_arguments,
+            "channel": channel,
+        },
+    )
+
+    decided_status = None
+    if outcome == Response.Outcome.REJECT:
+        decided_status = Escalation.Status.REJECTED
+    elif outcome == Response.Outcome.ANSWER:
+        decided_status = Escalation.Status.ANSWERED
+    elif (
+        escalation.responses.filter(outcome=Response.Outcome.APPROVE).count()
+        >= escalation.required_approvals
+    ):
+        decided_status = Escalation.Status.APPROVED
+
+    if decided_status is not None:
+        _decide(
+            escalation,
+            status=decided_status,
+            decided_by=actor,
+            now=now,
+            response=payload,
+            comment=comment,
+            edited_arguments=edited_arguments,
+            channel=channel,
+        )
+        _after_commit(escalation, "decided")
+    else:
+        if escalation.assignee_id == membership.pk:
+            escalation.assignee = None
+            escalation.claimed_at = None
+            escalation.save(update_fields=["assignee", "claimed_at"])
+        _after_commit(escalation, "answered")
+    return answer
+
+
+def timers_due(now: datetime | None = None, *, batch: int = 100) -> int:
+    """Apply every timer that is due; returns how many escalations it acted on.
+
+    Rows are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` so any number of tickers (beat on
+    several hosts, an in-process ticker) can run at once: each due row is handled exactly once,
+    and a lost or duplicated tick is harmless.
+    """
+    now = now or timezone.now()
+    handled = 0
+    while True:
+        with transaction.atomic():
+            due = list(
+                Escalation.objects.select_for_update(skip_locked=True)
+                .filter(status=Escalation.Status.PENDING, next_action_at__lte=now)
+                .order_by("next_action_at")[:batch]
+            )
+            for escalation in due:
+                _apply_timer(escalation, now)
+        handled += len(due)
+        if len(due) < batch:
+            return handled
+
+
+def _apply_timer(escalation: Escalation, now: datetime) -> None:
+    if escalation.expires_at <= now:
+        _decide(
+            escalation,
+            status=_TIMEOUT_STATUS[escalation.on_timeout],
+            decided_by={"type": "timeout", "on_timeout": escalation.on_timeout},
+            now=now,
+        )
+        _after_commit(escalation, "expired")
+    else:
+        escalation.next_action_at = escalation.expires_at
+        escalation.save(update_fields=["next_action_at"])

@@ -1,0 +1,17 @@
+"""Celery entry points: thin wrappers over services (beat ticks them in production)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import idempotency, services
+
+
+@shared_task(ignore_result=True)
+def timers_tick() -> int:
+    return services.timers_due()
+
+
+@shared_task(ignore_result=True)
+def idempotency_purge() -> int:
+    return idempotency.idempotency_purge()

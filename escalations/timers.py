@@ -1,0 +1,50 @@
+"""The embedded default's timer: a daemon thread in the ASGI process ticks the due escalations.
+
+In production Celery beat sends ``escalations.tasks.timers_tick`` every second instead. Either
+way the database row (``next_action_at``) is the truth and rows are claimed with SKIP LOCKED,
+so ticking from several places at once, or missing a tick, is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from . import idempotency, services
+
+logger = logging.getLogger(__name__)
+
+_started = threading.Lock()
+_thread: threading.Thread | None = None
+PURGE_EVERY_SECONDS = 3600
+
+
+def _run() -> None:
+    last_purge = 0.0
+    while True:
+        try:
+            close_old_connections()
+            services.timers_due()
+            if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
+                idempotency.idempotency_purge()
+                last_purge = time.monotonic()
+        except Exception:
+            logger.exception("timer tick failed; retrying")
+        finally:
+            close_old_connections()
+        time.sleep(settings.TIMER_TICK_SECONDS)
+
+
+def start_in_process_ticker() -> bool:
+    """Start the ticker once per process; returns whether this call started it."""
+    global _thread
+    with _started:
+        if _thread is not None:
+            return False
+        _thread = threading.Thread(target=_run, name="awaithuman-timers", daemon=True)
+        _thread.start()
+        return True

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("escalations", api.EscalationListCreateView.as_view(), name="escalations"),
+    path("escalations/<str:public_id>", api.EscalationDetailView.as_view(), name="escalation"),
+    path(
+        "escalations/<str:public_id>/cancel",
+        api.EscalationCancelView.as_view(),
+        name="escalation-cancel",
+    ),
+    path(
+        "escalations/<str:public_id>/claim",
+        api.EscalationClaimView.as_view(),
+        name="escalation-claim",
+    ),
+    path(
+        "escalations/<str:public_id>/responses",
+        api.ResponseCreateView.as_view(),
+        name="escalation-responses",
+    ),
+    path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
+]
