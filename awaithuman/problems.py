@@ -17,7 +17,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +167,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         body = problem_body(status_code=exc.status_code, type_slug=_slug_for(exc), detail=detail)
 
-    set_rollback()
     response = Response(body, status=body["status"], headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response

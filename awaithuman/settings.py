@@ -102,37 +102,30 @@ TEMPLATES = [
 ]
 
 # --- Database ---
-if DATABASE_URL:
-    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
-    if _db["ENGINE"] == "django.db.backends.postgresql":
-        # Django's own psycopg 3 pool: cheap checkouts for short requests; the long-poll holds no
-        # connection at all while it waits, so the pool is sized for requests, not for waiters.
-        _db.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
-            "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
-            "timeout": 10,
-        }
-    DATABASES = {"default": _db}
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
-            "OPTIONS": {
-                # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the busy
-                # timeout instead of one failing with "database is locked" on lock upgrade.
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            # A file, not shared-cache memory: concurrency tests need SQLite's real locking.
-            "TEST": {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")},
-        }
-    }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = envstr(
-        "TEST_DATABASE_NAME", "test_awaithuman"
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
     )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's own psycopg 3 pool: cheap checkouts for short requests; the long-poll holds no
+    # connection at all while it waits, so the pool is sized for requests, not for waiters.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
+        "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
+        "timeout": 10,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", "test_awaithuman")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # IMMEDIATE takes the write lock at BEGIN, so two writers queue on the busy timeout
+        # instead of one failing with "database is locked" when it upgrades its lock.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not shared-cache memory: concurrency tests need SQLite's real locking.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -68,7 +68,7 @@ class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     response_schema = _ObjectSchemaField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=Escalation.Priority.choices, required=False)
     timeout_seconds = serializers.IntegerField(
-        required=False, min_value=10, max_value=MAX_TIMEOUT_SECONDS
+        required=False, min_value=1, max_value=MAX_TIMEOUT_SECONDS
     )
     on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices, required=False)
     callback_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)

@@ -111,8 +111,9 @@ def escalation_create(
 
 
 def _locked(escalation: Escalation) -> Escalation:
+    # ``of=("self",)``: PostgreSQL cannot lock the nullable side of the assignee outer join.
     return (
-        Escalation.objects.select_for_update()
+        Escalation.objects.select_for_update(of=("self",))
         .select_related("assignee__user")
         .get(pk=escalation.pk)
     )

@@ -33,6 +33,24 @@ def pytest_configure() -> None:
     settings.TIMERS_IN_PROCESS = False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_database_pools(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Async tests touch the database from asgiref's worker threads, whose connections outlive
+    the test; end those sessions before pytest-django drops the test database (PostgreSQL refuses
+    to drop a database that has sessions)."""
+    yield
+    for connection in connections.all():
+        if connection.vendor != "postgresql":
+            continue
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        if connection.pool is not None:
+            connection.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _append_only_audit_survives_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     """Transactional tests end with a flush that TRUNCATEs every table; the audit table refuses

@@ -1,0 +1,203 @@
+"""Real server processes for end-to-end tests: daphne, Celery worker and beat, on a fresh database.
+
+The test process talks to them over HTTP on 127.0.0.1 only, like an agent would. Each stack
+migrates its own database (a SQLite file, or a new PostgreSQL database that is dropped at the end)
+so it never shares state with pytest-django's test database.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def services_required() -> bool:
+    return os.environ.get("AWAITHUMAN_REQUIRE_SERVICES") == "1"
+
+
+def need_services() -> tuple[str, str]:
+    """PostgreSQL and Redis URLs for this run; skip locally without them, fail in CI."""
+    database_url = os.environ.get("DATABASE_URL", "")
+    redis_url = os.environ.get("REDIS_URL", "")
+    if database_url.startswith("postgres") and redis_url:
+        return database_url, redis_url
+    message = "needs DATABASE_URL (PostgreSQL) and REDIS_URL: the CI services run has them"
+    if services_required():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(BIN / "python"), "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout.strip()
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        self.logs.append(log)
+        process = subprocess.Popen(
+            list(argv),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def daphne(self) -> str:
+        port = free_port()
+        self.start(
+            f"daphne-{port}",
+            str(BIN / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "awaithuman.asgi:application",
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return base
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"daphne did not become ready:\n{self.output()}")
+
+    def celery(self) -> None:
+        celery = str(BIN / "celery")
+        self.start(
+            "worker",
+            celery,
+            "-A",
+            "awaithuman",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+        )
+        self.start(
+            "beat",
+            celery,
+            "-A",
+            "awaithuman",
+            "beat",
+            "--loglevel",
+            "WARNING",
+            "--schedule",
+            str(self.workdir / "beat-schedule"),
+        )
+
+    def organization(self) -> dict[str, Any]:
+        """An organization with an agent key and an operator's personal key."""
+        slug = self.manage("createorg", "Live Test", "--owner", "owner@live.test")
+        return {
+            "slug": slug,
+            "agent_key": self.manage("createapikey", "--org", slug, "--agent", "live-bot"),
+            "operator_key": self.manage("createapikey", "--org", slug, "--user", "owner@live.test"),
+        }
+
+    def output(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _base_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "TIMERS_IN_PROCESS", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        SECRET_KEY=secrets.token_urlsafe(50),
+        DEBUG="0",
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The embedded default: one daphne process, SQLite, timers ticking inside it."""
+    stack = Stack(_base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'live.sqlite3'}"), tmp_path)
+    stack.manage("migrate", "--noinput")
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextmanager
+def production_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Production mode: PostgreSQL (a fresh database) and Redis; timers ticked by Celery beat."""
+    import psycopg
+
+    database_url, redis_url = need_services()
+    name = f"awaithuman_live_{secrets.token_hex(4)}"
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    env = _base_env(
+        DATABASE_URL=database_url.rsplit("/", 1)[0] + f"/{name}",
+        REDIS_URL=redis_url,
+        TIMERS_IN_PROCESS="0",
+    )
+    stack = Stack(env, tmp_path)
+    try:
+        stack.manage("migrate", "--noinput")
+        yield stack
+    finally:
+        stack.stop()
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
