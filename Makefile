@@ -42,4 +42,4 @@ bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db.sqlite3*
+	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*

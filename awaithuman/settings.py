@@ -12,6 +12,7 @@ Every variable is listed in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -124,8 +125,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not shared-cache memory: concurrency tests need SQLite's real locking.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}
+    # A file, not shared-cache memory: concurrency tests need SQLite's real locking. One file
+    # per process, so two test runs in one checkout never share a database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -12,6 +12,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 
+from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
 from tenants.models import Scope
 
@@ -48,6 +49,7 @@ def _escalations(request: Request) -> Any:
 
 
 def _get(request: Request, public_id: str) -> Escalation:
+    escalation_var.set(public_id)
     return get_object_or_404(_escalations(request), public_id=public_id)
 
 

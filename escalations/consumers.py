@@ -174,5 +174,9 @@ class WaitConsumer(AsyncHttpConsumer):
             (b"Cache-Control", b"no-store"),
         ]
         headers += [(name.encode(), value.encode()) for name, value in reply.headers.items()]
-        body = b"" if self.scope["method"] == "HEAD" else json.dumps(reply.body).encode()
+        body = (
+            b""
+            if self.scope["method"] == "HEAD"
+            else json.dumps(reply.body, separators=(",", ":")).encode()
+        )
         await self.send_response(reply.status, body, headers=headers)

@@ -31,6 +31,8 @@ def pytest_configure() -> None:
 
     # Tests drive the timers themselves; no background thread ticks the test database.
     settings.TIMERS_IN_PROCESS = False
+    # Personas get passwords; the production hasher's cost would dominate the suite's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session", autouse=True)
