@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -14,16 +15,18 @@ from rest_framework.response import Response as HttpResponse
 
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
+from tenants.ids import is_public_id
 from tenants.models import Scope
 
 from . import idempotency, services
 from .errors import forbidden
-from .models import Escalation
+from .models import Escalation, Policy
 from .serializers import (
     EscalationCreateSerializer,
     EscalationSerializer,
     ListQuerySerializer,
     PolicyEvaluationSerializer,
+    PolicySerializer,
     ResponseCreateSerializer,
     escalation_data,
 )
@@ -43,12 +46,16 @@ def _member_only(request: Request) -> None:
 
 
 def _escalations(request: Request) -> Any:
-    return Escalation.objects.filter(organization=request.organization).select_related(
-        "agent", "assignee__user"
+    return (
+        Escalation.objects.filter(organization=request.organization)
+        .select_related("agent", "assignee__user")
+        .prefetch_related("responses__membership__user")
     )
 
 
 def _get(request: Request, public_id: str) -> Escalation:
+    if not is_public_id(public_id, "esc"):
+        raise Http404
     escalation_var.set(public_id)
     return get_object_or_404(_escalations(request), public_id=public_id)
 
@@ -237,7 +244,24 @@ class PolicyEvaluateView(KeyedAPIView):
         _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         result = services.policy_evaluate(
-            organization=request.organization, agent=request.agent, data=serializer.validated_data
+            organization=request.organization, agent=request.agent, data=data
         )
-        return HttpResponse({"policy": result.policy, "outcome": result.outcome})
+        return HttpResponse(result.as_dict(kind=data["kind"], data=data))
+
+
+class PolicyListView(KeyedAPIView):
+    required_scope = Scope.POLICIES_READ
+
+    @extend_schema(
+        operation_id="policies_list",
+        responses={200: PolicySerializer(many=True), **PROBLEMS},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        policies = (
+            Policy.objects.filter(organization=request.organization)
+            .prefetch_related("levels__members", "levels__teams", "agents")
+            .order_by("priority", "id")
+        )
+        return HttpResponse({"results": PolicySerializer(policies, many=True).data})

@@ -89,6 +89,7 @@ def wait_open(plaintext: str | None, public_id: str) -> Reply:
 def wait_read(organization_id: int, public_id: str) -> Reply:
     escalation = (
         Escalation.objects.select_related("agent", "assignee__user")
+        .prefetch_related("responses__membership__user")
         .filter(organization_id=organization_id, public_id=public_id)
         .first()
     )

@@ -95,7 +95,7 @@ def idempotency_begin(
                 ),
                 headers={"Retry-After": "1"},
             )
-        return Replay(status=existing.response_status, body=existing.response_body)
+        return Replay(status=existing.response_status, body=json.loads(existing.response_body))
     raise ApiProblem(
         status_code=409,
         type_slug="idempotency-in-flight",
@@ -105,9 +105,13 @@ def idempotency_begin(
 
 
 def idempotency_complete(*, record: IdempotencyRecord, status: int, body: Any) -> None:
-    """Store the response; call inside the transaction that did the work."""
+    """Store the response; call inside the transaction that did the work.
+
+    The body is kept as its JSON text (a JSON string): PostgreSQL's jsonb would reorder the keys
+    of a stored object, and a replay must be the first response's bytes, not an equal document.
+    """
     record.response_status = status
-    record.response_body = body
+    record.response_body = json.dumps(body)
     record.save(update_fields=["response_status", "response_body"])
 
 

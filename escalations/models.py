@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from tenants.ids import new_public_id
-from tenants.models import Agent, Membership, Organization
+from tenants.models import Agent, Membership, Organization, Team
 
 
 class Escalation(models.Model):
@@ -66,9 +66,18 @@ class Escalation(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     required_approvals = models.PositiveSmallIntegerField(default=1)
     policy_snapshot = models.JSONField(null=True, blank=True)
+    # Where the escalation stands in its policy's levels (1-based level, 0-based round of
+    # repeats) and the timers that move it on.
     current_level = models.PositiveSmallIntegerField(default=1)
+    current_round = models.PositiveSmallIntegerField(default=0)
+    level_entered_at = models.DateTimeField(null=True, blank=True)
+    last_reminder_at = models.DateTimeField(null=True, blank=True)
+    deadline_warned = models.BooleanField(default=False)
     # The next timer: the database is the source of truth, a periodic tick claims due rows.
     next_action_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every timer step; hooks carry it so work queued for an earlier step (a
+    # notification for a level already left) can tell it is stale and do nothing.
+    timer_generation = models.PositiveIntegerField(default=0)
 
     # The decision, once terminal.
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -160,3 +169,106 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+CHANNEL_CHOICES = [
+    ("email", "E-mail"),
+    ("sms", "SMS"),
+    ("whatsapp", "WhatsApp"),
+    ("telegram", "Telegram"),
+    ("slack", "Slack"),
+    ("push", "Web Push"),
+    ("webhook", "Webhook"),
+]
+
+
+class Policy(models.Model):
+    """How an organization handles a kind of escalation: decide it, or route it to people.
+
+    Policies are tried in ``priority`` order (lowest first); the first enabled one whose CEL
+    ``condition`` is true wins. A matched policy is snapshotted onto the escalation, so editing a
+    policy never changes an escalation already in flight.
+    """
+
+    class Outcome(models.TextChoices):
+        AUTO_APPROVE = "auto_approve", "Approve automatically"
+        AUTO_REJECT = "auto_reject", "Reject automatically"
+        REQUIRE_HUMAN = "require_human", "Ask a human"
+
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="policies"
+    )
+    name = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+    priority = models.IntegerField(
+        default=100, help_text="Lower runs first; the first matching policy wins."
+    )
+    condition = models.TextField(
+        blank=True,
+        help_text=(
+            "A CEL expression; empty matches everything. Example: "
+            'action.name == "issue_refund" && action.arguments.amount > 500'
+        ),
+    )
+    outcome = models.CharField(
+        max_length=16, choices=Outcome.choices, default=Outcome.REQUIRE_HUMAN
+    )
+    agents = models.ManyToManyField(
+        Agent, blank=True, related_name="policies", help_text="Empty: applies to every agent."
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Default deadline when the agent sets none."
+    )
+    on_timeout = models.CharField(
+        max_length=8,
+        choices=Escalation.OnTimeout.choices,
+        blank=True,
+        help_text="Default action at the deadline when the agent sets none.",
+    )
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    repeat = models.PositiveSmallIntegerField(
+        default=0, help_text="Times to run through the levels again after the last one."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.public_id:
+            self.public_id = new_public_id("pol")
+        super().save(*args, **kwargs)
+
+
+class PolicyLevel(models.Model):
+    """One step of a policy: whom to notify, on which channels, and how long to wait."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="levels")
+    position = models.PositiveSmallIntegerField(default=1)
+    all_operators = models.BooleanField(
+        default=False, help_text="Notify every member who can answer."
+    )
+    roles = models.JSONField(default=list, blank=True, help_text='e.g. ["admin", "owner"]')
+    members = models.ManyToManyField(Membership, blank=True, related_name="policy_levels")
+    teams = models.ManyToManyField(Team, blank=True, related_name="policy_levels")
+    channels = models.JSONField(
+        default=list, blank=True, help_text="Allowed channels; empty: each person's preferences."
+    )
+    wait_seconds = models.PositiveIntegerField(
+        default=900, help_text="How long nobody may answer before the next level."
+    )
+    reminder_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Remind this level's targets this often while waiting."
+    )
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.policy} level {self.position}"

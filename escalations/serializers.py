@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Escalation, Response
+from .policies import policy_snapshot
 from .schemas import schema_problem
 
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
@@ -29,27 +31,55 @@ class _ObjectSchemaField(JSONObjectField):
     pass
 
 
-class StrictFieldsMixin:
-    """Unknown top-level fields are refused by name, so a typo never passes silently."""
+class StrictCharField(serializers.CharField):
+    """A JSON string. DRF's ``CharField`` would quietly turn ``123`` into ``"123"``."""
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        initial = getattr(self, "initial_data", None)
-        if isinstance(initial, dict):
-            unknown = sorted(set(initial) - set(self.fields))  # type: ignore[attr-defined]
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().validate(attrs)  # type: ignore[misc]
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number without a fraction. DRF's ``IntegerField`` would also take ``"60"``."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFieldsMixin:
+    """Unknown fields are refused by name, so a typo never passes silently.
+
+    Checked in ``to_internal_value`` rather than ``validate``: that runs for nested serializers
+    too (``action.args``), and the unknown names are reported together with the other bad fields.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        known = self.fields  # type: ignore[attr-defined]
+        unknown = sorted(set(data) - set(known)) if isinstance(data, Mapping) else []
+        errors = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)  # type: ignore[misc]
+        except serializers.ValidationError as exc:
+            if errors and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **errors}) from None
+            raise
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class ActionSerializer(StrictFieldsMixin, serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+    name = StrictCharField(max_length=200)
     arguments = _ObjectSchemaField(required=False, default=dict)
 
 
 class ContextSerializer(serializers.Serializer):
     """The agent's picture: reasoning, tool calls and conversation; other keys are kept as sent."""
 
-    reasoning = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+    reasoning = StrictCharField(required=False, allow_blank=True, max_length=200_000)
     tool_calls = serializers.ListField(child=serializers.JSONField(), required=False)
     messages = serializers.ListField(child=serializers.JSONField(), required=False)
 
@@ -62,17 +92,15 @@ class ContextSerializer(serializers.Serializer):
 
 class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
-    title = serializers.CharField(max_length=300)
+    title = StrictCharField(max_length=300)
     action = ActionSerializer(required=False, allow_null=True)
     context = ContextSerializer(required=False)
     response_schema = _ObjectSchemaField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=Escalation.Priority.choices, required=False)
-    timeout_seconds = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_TIMEOUT_SECONDS
-    )
+    timeout_seconds = StrictIntegerField(required=False, min_value=1, max_value=MAX_TIMEOUT_SECONDS)
     on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices, required=False)
     callback_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
-    external_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    external_id = StrictCharField(max_length=200, required=False, allow_blank=True)
     metadata = _ObjectSchemaField(required=False)
 
     def validate_response_schema(self, value: Any) -> Any:
@@ -99,7 +127,7 @@ class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
 class ResponseCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     outcome = serializers.ChoiceField(choices=Response.Outcome.choices)
     response = serializers.JSONField(required=False, allow_null=True)
-    comment = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    comment = StrictCharField(required=False, allow_blank=True, max_length=10_000)
     edited_arguments = JSONObjectField(required=False, allow_null=True)
 
 
@@ -123,6 +151,13 @@ class DecisionSerializer(serializers.Serializer):
     decided_at = serializers.DateTimeField()
     channel = serializers.CharField(allow_null=True)
     receipt = serializers.CharField(allow_null=True)
+
+
+class ApprovalSerializer(serializers.Serializer):
+    by = serializers.DictField()
+    at = serializers.DateTimeField()
+    comment = serializers.CharField()
+    channel = serializers.CharField()
 
 
 class LinksSerializer(serializers.Serializer):
@@ -150,7 +185,9 @@ class EscalationSerializer(serializers.Serializer):
     agent = serializers.SerializerMethodField()
     claimed_by = serializers.SerializerMethodField()
     required_approvals = serializers.IntegerField()
+    approvals = serializers.SerializerMethodField()
     policy = serializers.SerializerMethodField()
+    level = serializers.SerializerMethodField()
     decision = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
@@ -163,6 +200,30 @@ class EscalationSerializer(serializers.Serializer):
         if escalation.assignee_id is None:
             return None
         return {"id": escalation.assignee.public_id, "email": escalation.assignee.user.email}
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, escalation: Escalation) -> list[dict[str, Any]]:
+        """Who has approved so far: "1 of 2 approvals" is ``len(approvals)`` of
+        ``required_approvals``."""
+        return [
+            {
+                "by": {
+                    "id": response.membership.public_id,
+                    "email": response.membership.user.email,
+                },
+                "at": serializers.DateTimeField().to_representation(response.created_at),
+                "comment": response.comment,
+                "channel": response.channel,
+            }
+            for response in escalation.responses.all()
+            if response.outcome == Response.Outcome.APPROVE
+        ]
+
+    @extend_schema_field({"type": "object", "nullable": True})
+    def get_level(self, escalation: Escalation) -> dict[str, int] | None:
+        if not (escalation.policy_snapshot or {}).get("levels"):
+            return None
+        return {"level": escalation.current_level, "round": escalation.current_round}
 
     @extend_schema_field(RefSerializer(allow_null=True))
     def get_policy(self, escalation: Escalation) -> dict[str, str] | None:
@@ -201,6 +262,55 @@ def escalation_data(escalation: Escalation) -> dict[str, Any]:
     return EscalationSerializer(escalation).data
 
 
+class LevelTargetsSerializer(serializers.Serializer):
+    all_operators = serializers.BooleanField()
+    roles = serializers.ListField(child=serializers.CharField())
+    members = serializers.ListField(child=serializers.CharField())
+    teams = serializers.ListField(child=serializers.CharField())
+
+
+class PolicyLevelSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    wait_seconds = serializers.IntegerField()
+    reminder_seconds = serializers.IntegerField(allow_null=True)
+    channels = serializers.ListField(child=serializers.CharField())
+    targets = LevelTargetsSerializer()
+
+
 class PolicyEvaluationSerializer(serializers.Serializer):
     policy = RefSerializer(allow_null=True)
     outcome = serializers.ChoiceField(choices=["auto_approve", "auto_reject", "require_human"])
+    levels = PolicyLevelSerializer(many=True)
+    timeout_seconds = serializers.IntegerField()
+    on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices)
+    required_approvals = serializers.IntegerField()
+
+
+class PolicySerializer(serializers.Serializer):
+    """A policy as agents see it (``GET /api/v1/policies``), in the shape of its snapshot."""
+
+    id = serializers.CharField(source="public_id")
+    name = serializers.CharField()
+    enabled = serializers.BooleanField()
+    priority = serializers.IntegerField()
+    condition = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["auto_approve", "auto_reject", "require_human"])
+    agents = serializers.SerializerMethodField()
+    timeout_seconds = serializers.IntegerField(allow_null=True)
+    on_timeout = serializers.CharField(allow_null=True)
+    required_approvals = serializers.IntegerField()
+    repeat = serializers.IntegerField()
+    levels = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_agents(self, policy: Any) -> list[str]:
+        return [agent.public_id for agent in policy.agents.all()]
+
+    @extend_schema_field(PolicyLevelSerializer(many=True))
+    def get_levels(self, policy: Any) -> list[dict[str, Any]]:
+        return policy_snapshot(policy)["levels"]
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["on_timeout"] = data["on_timeout"] or None
+        return data

@@ -16,10 +16,12 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from tenants.models import Agent, ApiKey, Membership, Organization
+from tenants.services import SYSTEM_ACTOR
 
 from . import hooks, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
+from .policies import ConditionFailure, policy_match, policy_snapshot
 from .schemas import answer_errors, default_schema
 
 DEFAULT_TIMEOUT_SECONDS = 24 * 3600
@@ -36,27 +38,66 @@ _TIMEOUT_STATUS = {
 
 @dataclass(frozen=True)
 class PolicyOutcome:
-    """Which policy matched and what it decided. Until policies exist every escalation needs
-    a human; the policies issue replaces ``policy_evaluate`` with the CEL engine."""
+    """What the policy engine decided for a proposed escalation."""
 
-    policy: dict[str, str] | None
+    snapshot: dict[str, Any] | None
     outcome: str
+    failures: list[ConditionFailure]
+
+    def as_dict(self, *, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The dry-run answer: policy, outcome and the terms the escalation would get."""
+        snapshot = self.snapshot or {}
+        timeout_seconds, on_timeout = _timeout_terms(kind, data, snapshot)
+        return {
+            "policy": {"id": snapshot["id"], "name": snapshot["name"]} if snapshot else None,
+            "outcome": self.outcome,
+            "levels": snapshot.get("levels", []),
+            "timeout_seconds": timeout_seconds,
+            "on_timeout": on_timeout,
+            "required_approvals": snapshot.get("required_approvals", 1),
+        }
 
 
 def policy_evaluate(
-    *, organization: Organization, agent: Agent, data: dict[str, Any]
+    *, organization: Organization, agent: Agent, data: dict[str, Any], now: datetime | None = None
 ) -> PolicyOutcome:
-    return PolicyOutcome(policy=None, outcome="require_human")
+    """Run the policy engine on a proposed escalation (no side effects)."""
+    match = policy_match(
+        organization=organization, agent=agent, data=data, now=now or timezone.now()
+    )
+    if match.policy is None:
+        return PolicyOutcome(snapshot=None, outcome="require_human", failures=match.failures)
+    outcome = match.policy.outcome
+    if outcome == "auto_approve" and data["kind"] == Escalation.Kind.QUESTION:
+        # Nothing can answer a question automatically; a human still must.
+        outcome = "require_human"
+    return PolicyOutcome(
+        snapshot=policy_snapshot(match.policy), outcome=outcome, failures=match.failures
+    )
 
 
-def _after_commit(escalation: Escalation, event: str) -> None:
+def _timeout_terms(kind: str, data: dict[str, Any], snapshot: dict[str, Any]) -> tuple[int, str]:
+    """The agent's timeout terms win; then the policy's defaults; then ours."""
+    timeout_seconds = (
+        data.get("timeout_seconds") or snapshot.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS
+    )
+    on_timeout = data.get("on_timeout") or snapshot.get("on_timeout") or DEFAULT_ON_TIMEOUT[kind]
+    if kind == Escalation.Kind.QUESTION and on_timeout == Escalation.OnTimeout.APPROVE:
+        on_timeout = Escalation.OnTimeout.EXPIRE
+    return timeout_seconds, on_timeout
+
+
+def _after_commit(
+    escalation: Escalation, event: str, payload: dict[str, Any] | None = None
+) -> None:
     public_id, pk = escalation.public_id, escalation.pk
     terminal = escalation.is_terminal
+    payload = {"generation": escalation.timer_generation, **(payload or {})}
 
     def run() -> None:
         if terminal:
             wakeups.publish(public_id)
-        hooks.emit(pk, event)
+        hooks.emit(pk, event, payload)
 
     transaction.on_commit(run)
 
@@ -65,11 +106,16 @@ def _after_commit(escalation: Escalation, event: str) -> None:
 def escalation_create(
     *, organization: Organization, agent: Agent, api_key: ApiKey | None, data: dict[str, Any]
 ) -> Escalation:
-    """Create an escalation from validated input and run the policy engine on it at once."""
+    """Create an escalation from validated input and run the policy engine on it at once.
+
+    An automatic outcome decides it in this same transaction (the create response is already
+    terminal); otherwise it enters the first level of its policy.
+    """
     kind = data["kind"]
     now = timezone.now()
-    timeout_seconds = data.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS
-    outcome = policy_evaluate(organization=organization, agent=agent, data=data)
+    evaluation = policy_evaluate(organization=organization, agent=agent, data=data, now=now)
+    snapshot = evaluation.snapshot
+    timeout_seconds, on_timeout = _timeout_terms(kind, data, snapshot or {})
     escalation = Escalation.objects.create(
         organization=organization,
         agent=agent,
@@ -80,14 +126,14 @@ def escalation_create(
         response_schema=data.get("response_schema") or default_schema(kind),
         priority=data.get("priority") or Escalation.Priority.NORMAL,
         timeout_seconds=timeout_seconds,
-        on_timeout=data.get("on_timeout") or DEFAULT_ON_TIMEOUT[kind],
+        on_timeout=on_timeout,
         callback_url=data.get("callback_url") or "",
         external_id=data.get("external_id") or "",
         metadata=data.get("metadata") or {},
         created_at=now,
         expires_at=now + timedelta(seconds=timeout_seconds),
-        next_action_at=now + timedelta(seconds=timeout_seconds),
-        policy_snapshot=outcome.policy,
+        policy_snapshot=snapshot,
+        required_approvals=(snapshot or {}).get("required_approvals") or 1,
     )
     actor = api_key.as_actor() if api_key is not None else agent.as_actor()
     audit_record(
@@ -101,12 +147,42 @@ def escalation_create(
             "action": escalation.action,
             "priority": escalation.priority,
             "timeout_seconds": timeout_seconds,
-            "on_timeout": escalation.on_timeout,
+            "on_timeout": on_timeout,
             "external_id": escalation.external_id,
-            "policy_outcome": outcome.outcome,
+            "policy": snapshot["id"] if snapshot else None,
+            "policy_outcome": evaluation.outcome,
         },
     )
+    for failure in evaluation.failures:
+        audit_record(
+            organization_id=organization.pk,
+            action="policy.condition_failed",
+            actor=SYSTEM_ACTOR,
+            target=escalation.public_id,
+            data={"policy": failure.policy.public_id, "error": failure.error},
+        )
     _after_commit(escalation, "created")
+
+    if evaluation.outcome in ("auto_approve", "auto_reject") and snapshot is not None:
+        status = (
+            Escalation.Status.APPROVED
+            if evaluation.outcome == "auto_approve"
+            else Escalation.Status.REJECTED
+        )
+        _decide(
+            escalation,
+            status=status,
+            decided_by={"type": "policy", "id": snapshot["id"], "name": snapshot["name"]},
+            now=now,
+            comment=f"Decided by policy “{snapshot['name']}”.",
+        )
+        _after_commit(escalation, "decided")
+        return escalation
+
+    if _levels(escalation):
+        _enter_level(escalation, level=1, round_=0, now=now)
+    escalation.next_action_at = _next_timer(escalation)
+    escalation.save(update_fields=["next_action_at"])
     return escalation
 
 
@@ -357,11 +433,11 @@ def response_submit(
 
 
 def timers_due(now: datetime | None = None, *, batch: int = 100) -> int:
-    """Apply every timer that is due; returns how many escalations it acted on.
+    """Run every timer that is due; returns how many escalations it acted on.
 
     Rows are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` so any number of tickers (beat on
-    several hosts, an in-process ticker) can run at once: each due row is handled exactly once,
-    and a lost or duplicated tick is harmless.
+    several hosts, an in-process ticker) can run at once: each due row is handled by one of them,
+    the step is re-derived from the row under its lock, and a lost or duplicated tick is harmless.
     """
     now = now or timezone.now()
     handled = 0
@@ -373,14 +449,84 @@ def timers_due(now: datetime | None = None, *, batch: int = 100) -> int:
                 .order_by("next_action_at")[:batch]
             )
             for escalation in due:
-                _apply_timer(escalation, now)
+                _timer_step(escalation, now)
         handled += len(due)
         if len(due) < batch:
             return handled
 
 
-def _apply_timer(escalation: Escalation, now: datetime) -> None:
+def _levels(escalation: Escalation) -> list[dict[str, Any]]:
+    return (escalation.policy_snapshot or {}).get("levels") or []
+
+
+def _warning_lead(escalation: Escalation) -> timedelta:
+    """Warn a tenth of the timeout before the deadline, at most 15 minutes before."""
+    return timedelta(seconds=min(900, escalation.timeout_seconds // 10))
+
+
+def _has_next_level(escalation: Escalation) -> bool:
+    repeat = (escalation.policy_snapshot or {}).get("repeat", 0)
+    return escalation.current_level < len(_levels(escalation)) or escalation.current_round < repeat
+
+
+def _next_timer(escalation: Escalation) -> datetime:
+    """The earliest moment something must happen: deadline, warning, next level or reminder."""
+    candidates = [escalation.expires_at]
+    lead = _warning_lead(escalation)
+    if not escalation.deadline_warned and lead.total_seconds() >= 1:
+        candidates.append(escalation.expires_at - lead)
+    levels = _levels(escalation)
+    if levels and escalation.level_entered_at is not None:
+        level = levels[escalation.current_level - 1]
+        if _has_next_level(escalation):
+            candidates.append(
+                escalation.level_entered_at + timedelta(seconds=level["wait_seconds"])
+            )
+        if level.get("reminder_seconds"):
+            since = escalation.last_reminder_at or escalation.level_entered_at
+            candidates.append(since + timedelta(seconds=level["reminder_seconds"]))
+    return min(candidates)
+
+
+def _enter_level(escalation: Escalation, *, level: int, round_: int, now: datetime) -> None:
+    escalation.current_level = level
+    escalation.current_round = round_
+    escalation.level_entered_at = now
+    escalation.last_reminder_at = None
+    escalation.timer_generation += 1
+    escalation.save(
+        update_fields=[
+            "current_level",
+            "current_round",
+            "level_entered_at",
+            "last_reminder_at",
+            "timer_generation",
+        ]
+    )
+    snapshot_level = _levels(escalation)[level - 1]
+    audit_record(
+        organization_id=escalation.organization_id,
+        action="escalation.level_entered",
+        actor=SYSTEM_ACTOR,
+        target=escalation.public_id,
+        data={
+            "level": level,
+            "round": round_,
+            "targets": snapshot_level["targets"],
+            "channels": snapshot_level["channels"],
+        },
+    )
+    _after_commit(
+        escalation,
+        "level_entered" if (level, round_) == (1, 0) else "escalated",
+        {"level": level, "round": round_},
+    )
+
+
+def _timer_step(escalation: Escalation, now: datetime) -> None:
+    """Do what is due for one locked, pending escalation, then set its next timer."""
     if escalation.expires_at <= now:
+        escalation.timer_generation += 1
         _decide(
             escalation,
             status=_TIMEOUT_STATUS[escalation.on_timeout],
@@ -388,6 +534,55 @@ def _apply_timer(escalation: Escalation, now: datetime) -> None:
             now=now,
         )
         _after_commit(escalation, "expired")
-    else:
-        escalation.next_action_at = escalation.expires_at
-        escalation.save(update_fields=["next_action_at"])
+        return
+
+    levels = _levels(escalation)
+    if levels and escalation.level_entered_at is not None and _has_next_level(escalation):
+        wait = timedelta(seconds=levels[escalation.current_level - 1]["wait_seconds"])
+        if now >= escalation.level_entered_at + wait:
+            if escalation.current_level < len(levels):
+                _enter_level(
+                    escalation,
+                    level=escalation.current_level + 1,
+                    round_=escalation.current_round,
+                    now=now,
+                )
+            else:
+                _enter_level(escalation, level=1, round_=escalation.current_round + 1, now=now)
+
+    if levels and escalation.level_entered_at is not None:
+        reminder = levels[escalation.current_level - 1].get("reminder_seconds")
+        since = escalation.last_reminder_at or escalation.level_entered_at
+        if reminder and now >= since + timedelta(seconds=reminder):
+            escalation.last_reminder_at = now
+            escalation.timer_generation += 1
+            audit_record(
+                organization_id=escalation.organization_id,
+                action="escalation.reminded",
+                actor=SYSTEM_ACTOR,
+                target=escalation.public_id,
+                data={"level": escalation.current_level, "round": escalation.current_round},
+            )
+            _after_commit(escalation, "reminder", {"level": escalation.current_level})
+
+    lead = _warning_lead(escalation)
+    if (
+        not escalation.deadline_warned
+        and lead.total_seconds() >= 1
+        and now >= escalation.expires_at - lead
+    ):
+        escalation.deadline_warned = True
+        escalation.timer_generation += 1
+        audit_record(
+            organization_id=escalation.organization_id,
+            action="escalation.deadline_warning",
+            actor=SYSTEM_ACTOR,
+            target=escalation.public_id,
+            data={"expires_at": escalation.expires_at.isoformat()},
+        )
+        _after_commit(escalation, "deadline_warning")
+
+    escalation.next_action_at = _next_timer(escalation)
+    escalation.save(
+        update_fields=["next_action_at", "last_reminder_at", "deadline_warned", "timer_generation"]
+    )

@@ -22,5 +22,6 @@ urlpatterns = [
         api.ResponseCreateView.as_view(),
         name="escalation-responses",
     ),
+    path("policies", api.PolicyListView.as_view(), name="policies"),
     path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
 ]

@@ -84,6 +84,30 @@ class Membership(models.Model):
         return {"type": "user", "id": self.public_id, "email": self.user.email}
 
 
+class Team(models.Model):
+    """A named set of members, targeted as one by escalation policy levels."""
+
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="teams")
+    name = models.CharField(max_length=100)
+    members = models.ManyToManyField(Membership, related_name="teams", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="unique_team_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.public_id:
+            self.public_id = new_public_id("team")
+        super().save(*args, **kwargs)
+
+
 class Agent(models.Model):
     """An AI agent identity inside an organization; it authenticates with its own keys."""
 
@@ -115,9 +139,10 @@ class Scope(models.TextChoices):
     ESCALATIONS_WRITE = "escalations:write", "Create and cancel escalations"
     ESCALATIONS_READ = "escalations:read", "Read escalations"
     RESPONSES_WRITE = "responses:write", "Claim and answer escalations (personal keys only)"
+    POLICIES_READ = "policies:read", "List the organization's escalation policies"
 
 
-AGENT_SCOPES = frozenset({Scope.ESCALATIONS_WRITE, Scope.ESCALATIONS_READ})
+AGENT_SCOPES = frozenset({Scope.ESCALATIONS_WRITE, Scope.ESCALATIONS_READ, Scope.POLICIES_READ})
 PERSONAL_SCOPES = frozenset({Scope.RESPONSES_WRITE, Scope.ESCALATIONS_READ})
 
 

@@ -194,5 +194,12 @@ def test_list_is_newest_first_with_a_cursor_and_filters(acme):
 def test_policy_evaluation_is_a_dry_run(acme):
     response = acme.agent_client().post("/api/v1/policies/evaluate", APPROVAL, format="json")
     assert response.status_code == 200
-    assert response.json() == {"policy": None, "outcome": "require_human"}
+    assert response.json() == {
+        "policy": None,
+        "outcome": "require_human",
+        "levels": [],
+        "timeout_seconds": 86400,
+        "on_timeout": "reject",
+        "required_approvals": 1,
+    }
     assert not Escalation.objects.exists()
