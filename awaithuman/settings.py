@@ -55,7 +55,7 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [AWAITHUMAN_BASE_URL])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "awaithuman.apps.AwaitHumanAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,9 +1,41 @@
+"""Django admin: escalations (read-only) and the policy editor org admins use.
+
+The policy editor is tenant-scoped (``OrganizationScopedAdmin``): an org admin sees and saves
+only their organization's policies, and can only pick that organization's agents, members and
+teams as targets. Every save is audited with a before/after diff in the admin's transaction.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+import json
+from typing import Any
 
-from .models import Escalation, Response
+from django import forms
+from django.contrib import admin
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import path
+
+from audit.services import audit_record
+from tenants.admin_site import (
+    OrganizationScopedAdmin,
+    OrganizationScopedInline,
+    admin_actor,
+    managed_organizations,
+)
+from tenants.models import Membership, Organization
+
+from .models import CHANNEL_CHOICES, Escalation, Policy, PolicyLevel, Response
+from .policies import ConditionError, condition_check, policy_dry_run, policy_snapshot
+
+CONDITION_HELP = """CEL expression over the escalation; empty matches everything. Variables:
+action.name, action.arguments.<key>, kind ("approval"|"question"), priority
+("low"|"normal"|"high"|"urgent"), agent.name, agent.id, metadata.<key>,
+context.reasoning_length, context.tool_call_count, context.message_count, now (UTC timestamp).
+Examples: action.name == "issue_refund" && action.arguments.amount > 500 ·
+has(action.arguments.amount) && action.arguments.amount <= 100 ·
+priority in ["high", "urgent"] · now.getHours() < 9 || now.getHours() >= 17"""
 
 
 class ResponseInline(admin.TabularInline):
@@ -43,3 +75,202 @@ class EscalationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class PolicyLevelForm(forms.ModelForm):
+    roles = forms.MultipleChoiceField(
+        choices=Membership.Role.choices, widget=forms.CheckboxSelectMultiple, required=False
+    )
+    channels = forms.MultipleChoiceField(
+        choices=CHANNEL_CHOICES,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="None ticked: each person's own channel preferences.",
+    )
+
+    class Meta:
+        model = PolicyLevel
+        fields = (
+            "position",
+            "all_operators",
+            "roles",
+            "members",
+            "teams",
+            "channels",
+            "wait_seconds",
+            "reminder_seconds",
+        )
+
+
+class PolicyLevelFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        organization_id = self.instance.organization_id
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or form.cleaned_data.get("DELETE"):
+                continue
+            for field in ("members", "teams"):
+                foreign = [
+                    item
+                    for item in form.cleaned_data.get(field) or []
+                    if item.organization_id != organization_id
+                ]
+                if foreign:
+                    form.add_error(field, "Targets must belong to the policy's organization.")
+
+
+class PolicyLevelInline(OrganizationScopedInline, admin.StackedInline):
+    model = PolicyLevel
+    form = PolicyLevelForm
+    formset = PolicyLevelFormSet
+    extra = 0
+    ordering = ("position",)
+    filter_horizontal = ("members", "teams")
+
+
+class PolicyForm(forms.ModelForm):
+    class Meta:
+        model = Policy
+        fields = (
+            "organization",
+            "name",
+            "enabled",
+            "priority",
+            "condition",
+            "outcome",
+            "agents",
+            "timeout_seconds",
+            "on_timeout",
+            "required_approvals",
+            "repeat",
+        )
+        widgets = {"condition": forms.Textarea(attrs={"rows": 3, "cols": 100})}
+        help_texts = {"condition": CONDITION_HELP}
+
+    def clean_condition(self) -> str:
+        condition = self.cleaned_data["condition"]
+        try:
+            condition_check(condition)
+        except ConditionError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return condition
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        organization = cleaned.get("organization")
+        foreign = [
+            agent
+            for agent in cleaned.get("agents") or []
+            if organization is None or agent.organization_id != organization.pk
+        ]
+        if foreign:
+            self.add_error("agents", "Agents must belong to the policy's organization.")
+        return cleaned
+
+
+def _audit_state(policy: Policy) -> dict[str, Any]:
+    return {
+        **policy_snapshot(policy),
+        "enabled": policy.enabled,
+        "priority": policy.priority,
+        "agents": sorted(agent.public_id for agent in policy.agents.all()),
+    }
+
+
+@admin.register(Policy)
+class PolicyAdmin(OrganizationScopedAdmin):
+    form = PolicyForm
+    inlines = [PolicyLevelInline]
+    list_display = ("name", "organization", "enabled", "priority", "outcome", "condition")
+    list_editable = ("priority", "enabled")
+    list_filter = ("organization", "enabled", "outcome")
+    search_fields = ("name", "condition", "public_id")
+    filter_horizontal = ("agents",)
+    change_list_template = "admin/escalations/policy/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        dry_run = self.admin_site.admin_view(self.dry_run_view)
+        return [path("dry-run/", dry_run, name="escalations_policy_dry_run"), *super().get_urls()]
+
+    def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
+        before = Policy.objects.filter(pk=obj.pk).first() if change else None
+        request._policy_before = _audit_state(before) if before else None  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        policy = form.instance
+        before = getattr(request, "_policy_before", None)
+        after = _audit_state(policy)
+        changed = sorted(key for key in after if before is None or before.get(key) != after[key])
+        audit_record(
+            organization_id=policy.organization_id,
+            action="policy.updated" if change else "policy.created",
+            actor=admin_actor(request, policy.organization),
+            target=policy.public_id,
+            data={"changed": changed, "before": before, "after": after},
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Policy) -> None:
+        with transaction.atomic():
+            audit_record(
+                organization_id=obj.organization_id,
+                action="policy.deleted",
+                actor=admin_actor(request, obj.organization),
+                target=obj.public_id,
+                data={"before": _audit_state(obj)},
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for policy in queryset:
+            self.delete_model(request, policy)
+
+    def dry_run_view(self, request: HttpRequest) -> HttpResponse:
+        """Which escalations a draft condition would match: a pasted sample or the last 50."""
+        organizations = (
+            Organization.objects.all()
+            if request.user.is_superuser
+            else managed_organizations(request)
+        )
+        policy = None
+        if request.GET.get("policy"):
+            policy = self.get_queryset(request).filter(pk=request.GET["policy"]).first()
+        data = request.POST if request.method == "POST" else request.GET
+        condition = data.get("condition", policy.condition if policy else "")
+        organization = (
+            organizations.filter(
+                pk=data.get("organization") or (policy.organization_id if policy else None)
+            ).first()
+            or organizations.first()
+        )
+        sample = data.get("sample", "")
+        result = None
+        if request.method == "POST" and organization is not None:
+            sample_data = None
+            sample_error = ""
+            if sample.strip():
+                try:
+                    sample_data = json.loads(sample)
+                    if not isinstance(sample_data, dict):
+                        raise ValueError("the sample must be a JSON object")
+                except ValueError as exc:
+                    sample_error = f"Sample is not a JSON object: {exc}"
+            result = {
+                "sample_error": sample_error,
+                **policy_dry_run(
+                    organization=organization, condition=condition, sample=sample_data
+                ),
+            }
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Dry run a policy condition",
+            "opts": self.model._meta,
+            "organizations": organizations,
+            "organization": organization,
+            "condition": condition,
+            "sample": sample,
+            "result": result,
+            "condition_help": CONDITION_HELP,
+        }
+        return render(request, "admin/escalations/policy/dry_run.html", context)

@@ -20,18 +20,21 @@ time any error counts as "no match", is logged and audited, and never fails the 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlencode
 
 import cel
+from django.urls import reverse
 
 from tenants.models import Agent, Organization
 
-from .models import Policy
+from .models import Escalation, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +207,107 @@ def policy_snapshot(policy: Policy) -> dict[str, Any]:
         "on_timeout": policy.on_timeout or None,
         "levels": levels,
     }
+
+
+def _escalation_input(escalation: Escalation) -> dict[str, Any]:
+    return {
+        "kind": escalation.kind,
+        "action": escalation.action,
+        "context": escalation.context,
+        "priority": escalation.priority,
+        "metadata": escalation.metadata,
+    }
+
+
+def policy_dry_run(
+    *, organization: Organization, condition: str, sample: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Evaluate a draft condition against a sample escalation and the organization's last 50.
+
+    Read-only: nothing is saved or audited. Runtime errors are reported per escalation, as the
+    engine would count them (no match).
+    """
+    try:
+        condition_check(condition)
+    except ConditionError as exc:
+        return {"condition_error": str(exc), "sample": None, "escalations": [], "matched": 0}
+
+    def run(agent: Agent, data: dict[str, Any], now: datetime) -> dict[str, Any]:
+        try:
+            variables = activation(agent=agent, data=data, now=now)
+            return {"matched": condition_matches(condition, variables), "error": ""}
+        except Exception as exc:
+            return {"matched": False, "error": _first_line(str(exc))}
+
+    sample_result = None
+    if sample is not None:
+        agent = Agent(organization=organization, name=str(sample.get("agent", "sample-agent")))
+        sample_result = run(agent, {"kind": "approval", **sample}, datetime.now(UTC))
+    rows = []
+    recent = (
+        Escalation.objects.filter(organization=organization)
+        .select_related("agent")
+        .order_by("-created_at", "-id")[:50]
+    )
+    for escalation in recent:
+        outcome = run(escalation.agent, _escalation_input(escalation), escalation.created_at)
+        rows.append(
+            {
+                "id": escalation.public_id,
+                "title": escalation.title,
+                "agent": escalation.agent.name,
+                "action": (escalation.action or {}).get("name", ""),
+                "created_at": escalation.created_at,
+                **outcome,
+            }
+        )
+    return {
+        "condition_error": "",
+        "sample": sample_result,
+        "escalations": rows,
+        "matched": sum(1 for row in rows if row["matched"]),
+    }
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def always_allow_prefill(escalation: Escalation) -> dict[str, str]:
+    """A narrower auto-approve policy drafted from one escalation ("always allow this").
+
+    The condition pins the agent's action name and its arguments: strings and booleans must be
+    equal, numbers at most this large. The draft goes first (lowest priority number) so it wins
+    over the broader rule that asked a human; an admin reviews it before saving.
+    """
+    action = escalation.action or {}
+    clauses = [f"action.name == {json.dumps(action.get('name', ''))}"]
+    for key, value in sorted((action.get("arguments") or {}).items()):
+        if not _IDENTIFIER.match(key):
+            continue
+        if isinstance(value, bool):
+            clauses.append(f"action.arguments.{key} == {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            clauses.append(f"action.arguments.{key} <= {value!r}")
+        elif isinstance(value, str) and len(value) <= 200:
+            clauses.append(f"action.arguments.{key} == {json.dumps(value)}")
+    first = (
+        Policy.objects.filter(organization=escalation.organization_id)
+        .order_by("priority")
+        .values_list("priority", flat=True)
+        .first()
+    )
+    return {
+        "organization": str(escalation.organization_id),
+        "name": f"Always allow {action.get('name', 'this action')} for {escalation.agent.name}",
+        "condition": " && ".join(clauses),
+        "outcome": Policy.Outcome.AUTO_APPROVE,
+        "agents": str(escalation.agent_id),
+        "priority": str((first if first is not None else 100) - 1),
+    }
+
+
+def always_allow_url(escalation: Escalation) -> str:
+    """The admin "add policy" page, pre-filled from ``escalation``, for review before saving."""
+    return (
+        f"{reverse('admin:escalations_policy_add')}?{urlencode(always_allow_prefill(escalation))}"
+    )
