@@ -1,0 +1,78 @@
+"""The console's tenant resolution: which organization a signed-in person is working in.
+
+``CurrentOrganizationMiddleware`` sets ``request.organization`` and ``request.membership`` for
+signed-in people from the session (``organization`` = the organization's public id), falling back
+to their first membership; ``organization_switch`` changes it. Console views start every query
+from ``request.organization`` (another organization's object is then simply not found) and guard
+roles with ``role_required``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+from .models import Membership
+
+SESSION_KEY = "organization"
+
+
+def current_membership(request: HttpRequest) -> Membership | None:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    memberships = Membership.objects.select_related("organization", "user").filter(user=user)
+    wanted = request.session.get(SESSION_KEY)
+    membership = None
+    if wanted:
+        membership = memberships.filter(organization__public_id=wanted).first()
+    return membership or memberships.order_by("created_at", "id").first()
+
+
+class CurrentOrganizationMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        membership = current_membership(request)
+        request.membership = membership  # type: ignore[attr-defined]
+        request.organization = membership.organization if membership else None  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+def organization_switch(request: HttpRequest, public_id: str) -> Membership | None:
+    """Work in another of my organizations; None if I am not a member of it."""
+    membership = (
+        Membership.objects.select_related("organization")
+        .filter(user=request.user, organization__public_id=public_id)
+        .first()
+    )
+    if membership is not None:
+        request.session[SESSION_KEY] = public_id
+    return membership
+
+
+def role_required(
+    *roles: str,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Console view guard: signed in, a member of the current organization, in one of ``roles``
+    (no roles given: any member)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = getattr(request, "membership", None)
+            if membership is None or (roles and membership.role not in roles):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
