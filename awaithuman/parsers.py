@@ -2,7 +2,8 @@
 
 Refused with a 4xx naming the problem: bodies over ``API_MAX_BODY_BYTES`` (413), invalid UTF-8 or
 JSON, ``NaN``/``Infinity`` and numbers too large for a float (PostgreSQL's jsonb cannot store
-them), NUL characters (jsonb cannot store ``\\u0000`` either) and nesting deeper than
+them), NUL characters and unpaired surrogates such as ``\\ud800`` (jsonb cannot store those, and
+neither can be encoded as UTF-8 on the way out) and nesting deeper than
 ``API_MAX_JSON_DEPTH`` (which would exhaust the recursion limit of every consumer).
 """
 
@@ -34,14 +35,22 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidJson(f"{what} must not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJson(f"{what} must not contain lone surrogates (\\ud800-\\udfff)") from None
+
+
 def check_json_value(value: Any, *, max_depth: int) -> None:
-    """Walk a parsed value iteratively: depth bound and no NUL characters anywhere."""
+    """Walk a parsed value iteratively: depth bound, no NUL or unpaired surrogate anywhere."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise InvalidJson("strings must not contain NUL characters (\\u0000)")
+            _check_text(item, "strings")
             continue
         if not isinstance(item, dict | list):
             continue
@@ -49,8 +58,7 @@ def check_json_value(value: Any, *, max_depth: int) -> None:
             raise InvalidJson(f"JSON nesting deeper than {max_depth} levels is not accepted")
         if isinstance(item, dict):
             for key, child in item.items():
-                if "\x00" in key:
-                    raise InvalidJson("keys must not contain NUL characters (\\u0000)")
+                _check_text(key, "keys")
                 stack.append((child, depth + 1))
         else:
             stack.extend((child, depth + 1) for child in item)

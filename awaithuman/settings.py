@@ -199,6 +199,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ResponseOutcomeEnum": "escalations.models.Response.Outcome",
+        "PolicyOutcomeEnum": "escalations.models.Policy.Outcome",
+        "DecisionOutcomeEnum": ["answered", "approved", "cancelled", "expired", "rejected"],
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "escalations.schema.add_wait_operation",

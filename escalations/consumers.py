@@ -22,6 +22,7 @@ from django.conf import settings
 
 from awaithuman.middleware import new_request_id
 from awaithuman.problems import PROBLEM_CONTENT_TYPE, problem_body
+from tenants.ids import is_public_id
 from tenants.models import Scope
 from tenants.ratelimit import rate_limit_hit
 from tenants.services import KeyRejected, api_key_authenticate
@@ -70,23 +71,26 @@ def wait_open(plaintext: str | None, public_id: str) -> Reply:
         return _problem(
             401, "unauthenticated", str(exc), **{"WWW-Authenticate": 'Bearer realm="api"'}
         )
-    if not api_key.has_scope(Scope.ESCALATIONS_READ):
-        return _problem(
+    # Count first, like the DRF views: every authenticated answer carries the limit headers.
+    limit = rate_limit_hit(api_key.key_id, api_key.rate_limit)
+    if not limit.allowed:
+        reply = _problem(429, "rate-limited", "Too many requests for this API key; slow down.")
+    elif not api_key.has_scope(Scope.ESCALATIONS_READ):
+        reply = _problem(
             403,
             "forbidden",
             "This API key lacks the 'escalations:read' scope needed for this call.",
         )
-    limit = rate_limit_hit(api_key.key_id, api_key.rate_limit)
-    if not limit.allowed:
-        reply = _problem(429, "rate-limited", "Too many requests for this API key; slow down.")
-        reply.headers.update(limit.headers())
-        return reply
-    reply = wait_read(api_key.organization_id, public_id)
+    else:
+        reply = wait_read(api_key.organization_id, public_id)
     reply.headers.update(limit.headers())
     return reply
 
 
 def wait_read(organization_id: int, public_id: str) -> Reply:
+    if not is_public_id(public_id, "esc"):
+        # Not even shaped like an id (PostgreSQL would refuse some, e.g. a NUL byte).
+        return _problem(404, "not-found", "No such escalation in this organization.")
     escalation = (
         Escalation.objects.select_related("agent", "assignee__user")
         .prefetch_related("responses__membership__user")

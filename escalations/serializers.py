@@ -10,8 +10,9 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import Escalation, Response
+from .models import Escalation, Policy, Response
 from .policies import policy_snapshot
+from .receipts import receipt_for
 from .schemas import schema_problem
 
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
@@ -244,7 +245,7 @@ class EscalationSerializer(serializers.Serializer):
             "decided_by": escalation.decided_by,
             "decided_at": serializers.DateTimeField().to_representation(escalation.decided_at),
             "channel": escalation.decision_channel or None,
-            "receipt": None,
+            "receipt": receipt_for(escalation),
         }
 
     @extend_schema_field(LinksSerializer)
@@ -279,7 +280,7 @@ class PolicyLevelSerializer(serializers.Serializer):
 
 class PolicyEvaluationSerializer(serializers.Serializer):
     policy = RefSerializer(allow_null=True)
-    outcome = serializers.ChoiceField(choices=["auto_approve", "auto_reject", "require_human"])
+    outcome = serializers.ChoiceField(choices=Policy.Outcome.choices)
     levels = PolicyLevelSerializer(many=True)
     timeout_seconds = serializers.IntegerField()
     on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices)
@@ -294,7 +295,7 @@ class PolicySerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
     priority = serializers.IntegerField()
     condition = serializers.CharField()
-    outcome = serializers.ChoiceField(choices=["auto_approve", "auto_reject", "require_human"])
+    outcome = serializers.ChoiceField(choices=Policy.Outcome.choices)
     agents = serializers.SerializerMethodField()
     timeout_seconds = serializers.IntegerField(allow_null=True)
     on_timeout = serializers.CharField(allow_null=True)

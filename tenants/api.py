@@ -24,6 +24,16 @@ class KeyedAPIView(APIView):
             return self.required_scope.get(method)
         return self.required_scope
 
+    def check_permissions(self, request: Request) -> None:
+        # DRF checks permissions before throttles. Count first: a refused scope (403) is still an
+        # answer to an authenticated key, so it spends the key's budget and carries the headers.
+        self.check_throttles(request)
+        super().check_permissions(request)
+
+    def check_throttles(self, request: Request) -> None:
+        if getattr(request, "rate_limit", None) is None:  # once, not again after the permissions
+            super().check_throttles(request)
+
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
         state = getattr(request, "rate_limit", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 
@@ -23,3 +24,12 @@ def encode_base62(number: int, width: int) -> str:
 
 def new_public_id(prefix: str) -> str:
     return f"{prefix}_{random_base62(PUBLIC_ID_LENGTH)}"
+
+
+_PUBLIC_ID = re.compile(r"[a-z]{3}_[0-9A-Za-z]{1,60}")
+
+
+def is_public_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` could be a ``prefix`` id. Anything else is not found without a query;
+    PostgreSQL would even refuse some of it (a NUL byte in a path makes psycopg raise)."""
+    return value.startswith(f"{prefix}_") and _PUBLIC_ID.fullmatch(value) is not None

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR, agent_create, api_key_create
@@ -24,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--test", action="store_true", help="Issue an ahk_test_ key.")
         parser.add_argument("--name", default="", help="A label for the key.")
 
+    # One transaction: a refused key must not leave behind the agent created for it.
+    @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
