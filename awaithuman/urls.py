@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from escalations import receipts
+
 from . import health
 
 handler404 = "awaithuman.problems.not_found_view"
@@ -12,6 +14,7 @@ handler500 = "awaithuman.problems.server_error_view"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path(".well-known/jwks.json", receipts.jwks_view, name="jwks"),
     path("api/v1/", include("escalations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -272,3 +272,31 @@ class PolicyLevel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy} level {self.position}"
+
+
+class ReceiptSigningKey(models.Model):
+    """An Ed25519 key that signs decision receipts (``escalations.receipts``).
+
+    At most one key is active (a partial unique index, so two processes that both create the
+    first key cannot both win). The private half is a Fernet token under a key derived from
+    ``SECRET_KEY`` and is erased when the key is retired; the public half stays published in the
+    JWKS through the grace period, so receipts signed before a rotation still verify.
+    """
+
+    kid = models.CharField(max_length=32, unique=True, editable=False)
+    public_key = models.CharField(max_length=64, help_text="Raw Ed25519 public key, base64url.")
+    private_key_encrypted = models.TextField(blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=models.Q(active=True), name="one_active_receipt_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.kid

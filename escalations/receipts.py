@@ -50,7 +50,7 @@ import secrets
 import threading
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,15 +62,12 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from .models import ReceiptSigningKey
-
-if TYPE_CHECKING:
-    from .models import Escalation
+from .models import Escalation, ReceiptSigningKey
 
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "EdDSA"
-TOKEN_TYPE = "awaithuman-receipt+jwt"
+TOKEN_TYPE = "awaithuman-receipt+jwt"  # noqa: S105 (a JOSE "typ", not a secret)
 DEFAULT_TTL_SECONDS = 24 * 3600
 DEFAULT_GRACE_SECONDS = 7 * 24 * 3600
 # How long a process keeps using the active key it looked up; another process's rotation is
@@ -288,8 +285,6 @@ def sign(claims: dict[str, Any]) -> str:
 
 def receipt_for(escalation: Escalation) -> str | None:
     """The receipt of an approved escalation; ``None`` for every other state."""
-    from .models import Escalation
-
     if escalation.status != Escalation.Status.APPROVED:
         return None
     return sign(receipt_claims(escalation))
