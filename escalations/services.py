@@ -228,7 +228,21 @@ def _decide(
     escalation.next_action_at = None
     escalation.assignee = None
     escalation.claimed_at = None
-    escalation.save()
+    escalation.save(
+        update_fields=[
+            "status",
+            "decided_at",
+            "decided_by",
+            "decision_response",
+            "decision_comment",
+            "edited_arguments",
+            "decision_channel",
+            "next_action_at",
+            "assignee",
+            "claimed_at",
+            "timer_generation",
+        ]
+    )
     audit_record(
         organization_id=escalation.organization_id,
         action="escalation.decided",
