@@ -207,7 +207,9 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "escalations.schema.add_wait_operation",
+        "escalations.schema.forbid_unknown_fields",
     ],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
 }
 
 # Request bodies: the API refuses more than this with 413 (problem+json names the limit).

@@ -19,13 +19,15 @@ from tenants.ids import is_public_id
 from tenants.models import Scope
 
 from . import idempotency, services
-from .errors import forbidden
+from .errors import forbidden, invalid_fields
 from .models import Escalation, Policy
 from .serializers import (
     EscalationCreateSerializer,
+    EscalationPageSerializer,
     EscalationSerializer,
     ListQuerySerializer,
     PolicyEvaluationSerializer,
+    PolicyListSerializer,
     PolicySerializer,
     ResponseCreateSerializer,
     escalation_data,
@@ -60,6 +62,9 @@ def _get(request: Request, public_id: str) -> Escalation:
     return get_object_or_404(_escalations(request), public_id=public_id)
 
 
+LIST_PARAMETERS = frozenset({"status", "external_id", "agent", "limit", "cursor"})
+
+
 class NewestFirst(CursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 50
@@ -77,10 +82,14 @@ class EscalationListCreateView(KeyedAPIView):
             OpenApiParameter("limit", int, description="Page size (1–100, default 50)."),
             OpenApiParameter("cursor", str, description="The `next` cursor of the last page."),
         ],
-        responses={200: EscalationSerializer(many=True), **PROBLEMS},
+        responses={200: EscalationPageSerializer, **PROBLEMS},
     )
     def get(self, request: Request) -> HttpResponse:
-        query = ListQuerySerializer(data=request.query_params)
+        unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
+        if unknown:
+            raise invalid_fields({name: ["Unknown query parameter."] for name in unknown})
+        # A plain dict, not the QueryDict: DRF would treat "?status=" as absent, not invalid.
+        query = ListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         filters = query.validated_data
         escalations = _escalations(request)
@@ -100,7 +109,7 @@ class EscalationListCreateView(KeyedAPIView):
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                str,
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[ -~]+$"},
                 OpenApiParameter.HEADER,
                 description="Makes retries safe: the same key and body return the same escalation.",
             )
@@ -256,7 +265,7 @@ class PolicyListView(KeyedAPIView):
 
     @extend_schema(
         operation_id="policies_list",
-        responses={200: PolicySerializer(many=True), **PROBLEMS},
+        responses={200: PolicyListSerializer, **PROBLEMS},
     )
     def get(self, request: Request) -> HttpResponse:
         policies = (

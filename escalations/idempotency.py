@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from tenants.models import Organization
 from .models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+_PRINTABLE_ASCII = re.compile(r"[ -~]+")
 STALE_AFTER = timedelta(seconds=60)
 
 
@@ -45,12 +47,12 @@ def fingerprint(method: str, path: str, body: Any) -> str:
 
 
 def check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if len(key) > MAX_KEY_LENGTH or not _PRINTABLE_ASCII.fullmatch(key):
         raise ApiProblem(
             status_code=400,
             type_slug="invalid-idempotency-key",
-            detail=f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} printable characters.",
-            errors={"Idempotency-Key": ["must be 1–255 printable characters"]},
+            detail=f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} printable ASCII characters.",
+            errors={"Idempotency-Key": ["must be 1–255 printable ASCII characters"]},
         )
 
 

@@ -1,8 +1,19 @@
-"""drf-spectacular hook: document the wait endpoint, which is served by an ASGI consumer."""
+"""drf-spectacular hooks: the wait endpoint (served by an ASGI consumer) and strict bodies."""
 
 from __future__ import annotations
 
 from typing import Any
+
+# Request bodies whose serializers refuse unknown fields (StrictFieldsMixin): say so in the spec.
+STRICT_REQUEST_COMPONENTS = ("EscalationCreateRequest", "ActionRequest", "ResponseCreateRequest")
+
+
+def forbid_unknown_fields(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in STRICT_REQUEST_COMPONENTS:
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    return result
 
 
 def add_wait_operation(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +49,25 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+CALLBACK_URL_PATTERN = r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"
+
+
+@extend_schema_field(
+    {"type": "string", "maxLength": 2000, "pattern": CALLBACK_URL_PATTERN, "format": "uri"}
+)
+class CallbackUrlField(serializers.CharField):
+    """An http(s) URL with a host. Whether the host may be reached is decided at delivery time,
+    when it is resolved (an allow-list at save time would be defeated by DNS changes)."""
+
+    default_error_messages = {"invalid": "Must be an http(s) URL with a host."}
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if value and (not re.match(CALLBACK_URL_PATTERN, value) or not urlsplit(value).hostname):
+            self.fail("invalid")
+        return value
 
 
 class StrictFieldsMixin:
@@ -100,7 +120,7 @@ class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     priority = serializers.ChoiceField(choices=Escalation.Priority.choices, required=False)
     timeout_seconds = StrictIntegerField(required=False, min_value=1, max_value=MAX_TIMEOUT_SECONDS)
     on_timeout = serializers.ChoiceField(choices=Escalation.OnTimeout.choices, required=False)
-    callback_url = serializers.URLField(max_length=2000, required=False, allow_blank=True)
+    callback_url = CallbackUrlField(max_length=2000, required=False, allow_blank=True)
     external_id = StrictCharField(max_length=200, required=False, allow_blank=True)
     metadata = _ObjectSchemaField(required=False)
 
@@ -109,11 +129,6 @@ class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
             problem = schema_problem(value)
             if problem:
                 raise serializers.ValidationError(problem)
-        return value
-
-    def validate_callback_url(self, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("http", "https"):
-            raise serializers.ValidationError("Must be an http(s) URL.")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +149,7 @@ class ResponseCreateSerializer(StrictFieldsMixin, serializers.Serializer):
 
 class ListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Escalation.Status.choices, required=False)
-    external_id = serializers.CharField(max_length=200, required=False)
+    external_id = serializers.CharField(max_length=200, required=False, trim_whitespace=False)
     agent = serializers.CharField(max_length=32, required=False)
 
 
@@ -259,6 +274,12 @@ class EscalationSerializer(serializers.Serializer):
         }
 
 
+class EscalationPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EscalationSerializer(many=True)
+
+
 def escalation_data(escalation: Escalation) -> dict[str, Any]:
     return EscalationSerializer(escalation).data
 
@@ -315,3 +336,7 @@ class PolicySerializer(serializers.Serializer):
         data = super().to_representation(instance)
         data["on_timeout"] = data["on_timeout"] or None
         return data
+
+
+class PolicyListSerializer(serializers.Serializer):
+    results = PolicySerializer(many=True)

@@ -81,8 +81,9 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def daphne(self) -> str:
-        port = free_port()
+    def daphne(self, port: int | None = None) -> str:
+        """Start a daphne process (on ``port``, e.g. to restart one in place) and wait for it."""
+        port = port or free_port()
         self.start(
             f"daphne-{port}",
             str(BIN / "daphne"),
@@ -104,17 +105,11 @@ class Stack:
         raise RuntimeError(f"daphne did not become ready:\n{self.output()}")
 
     def celery(self) -> None:
+        """Start a worker and beat; return once both say they are running (their INFO lines),
+        so a test's clock does not start while Celery is still booting."""
         celery = str(BIN / "celery")
         self.start(
-            "worker",
-            celery,
-            "-A",
-            "awaithuman",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
+            "worker", celery, "-A", "awaithuman", "worker", "--pool", "solo", "--loglevel", "INFO"
         )
         self.start(
             "beat",
@@ -123,10 +118,21 @@ class Stack:
             "awaithuman",
             "beat",
             "--loglevel",
-            "WARNING",
+            "INFO",
             "--schedule",
             str(self.workdir / "beat-schedule"),
         )
+        self._wait_for_log("worker.log", " ready.")
+        self._wait_for_log("beat.log", "Scheduler: Sending due task")
+
+    def _wait_for_log(self, name: str, text: str, timeout: float = 60) -> None:
+        log = self.workdir / name
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if log.exists() and text in log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} never said {text!r}:\n{self.output()}")
 
     def organization(self) -> dict[str, Any]:
         """An organization with an agent key and an operator's personal key."""
