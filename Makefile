@@ -13,9 +13,10 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "AwaitHuman needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11"'
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml sdk/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e './sdk[receipts,pydantic,openai,anthropic,langchain,mcp]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
