@@ -35,6 +35,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -129,28 +132,64 @@ def audit_record(
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"audit data must be an object, not {type(data).__name__}")
 
-    actor = _plain_json("actor", actor)
-    data = _plain_json("data", data or {})
-
-    ChainHead.objects.bulk_create(
-        [ChainHead(organization_id=organization_id)], ignore_conflicts=True
-    )
-    head = ChainHead.objects.select_for_update().get(organization_id=organization_id)
     event = AuditEvent(
         organization_id=organization_id,
-        seq=head.seq + 1,
         action=action,
-        actor=actor,
+        actor=_plain_json("actor", actor),
         target=target,
-        data=data,
+        data=_plain_json("data", data or {}),
         created_at=timezone.now(),
-        prev_hash=head.hash,
     )
-    event.hash = event_hash(event)
-    event.save(force_insert=True)
-    head.seq, head.hash = event.seq, event.hash
-    head.save(update_fields=["seq", "hash"])
+    pending = _batch.get()
+    if pending is not None:
+        pending.append(event)
+    else:
+        _append([event])
     return event
+
+
+_batch: ContextVar[list[AuditEvent] | None] = ContextVar("audit_batch", default=None)
+
+
+@contextmanager
+def audit_batch() -> Iterator[None]:
+    """Hold the chain-head lock for as short a time as possible.
+
+    Inside the block ``audit_record`` only queues its events; they are chained and written
+    together when the block ends — one lock, one bulk insert — so a service that does its other
+    writes first takes the organization's lock just before it commits, instead of holding it
+    across all its work. Must sit inside the service's ``transaction.atomic()``; nothing is
+    written if the block raises. Nested blocks join the outermost one.
+    """
+    if _batch.get() is not None:
+        yield
+        return
+    events: list[AuditEvent] = []
+    token = _batch.set(events)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if events:
+        _append(events)
+
+
+def _append(events: list[AuditEvent]) -> None:
+    """Chain and insert ``events`` (queued in order), organization by organization."""
+    by_organization: dict[int, list[AuditEvent]] = {}
+    for event in events:
+        by_organization.setdefault(event.organization_id, []).append(event)
+    for organization_id in sorted(by_organization):
+        ChainHead.objects.bulk_create(
+            [ChainHead(organization_id=organization_id)], ignore_conflicts=True
+        )
+        head = ChainHead.objects.select_for_update().get(organization_id=organization_id)
+        for event in by_organization[organization_id]:
+            event.seq, event.prev_hash = head.seq + 1, head.hash
+            event.hash = event_hash(event)
+            head.seq, head.hash = event.seq, event.hash
+        AuditEvent.objects.bulk_create(by_organization[organization_id])
+        head.save(update_fields=["seq", "hash"])
 
 
 @dataclass(frozen=True)

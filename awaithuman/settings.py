@@ -66,6 +66,11 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "allauth",
+    "allauth.account",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "audit",
     "tenants",
     "escalations",
@@ -79,8 +84,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     "tenants.console.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "tenants.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -98,6 +106,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.views.console_context",
             ],
         },
     },
@@ -128,9 +137,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not shared-cache memory: concurrency tests need SQLite's real locking. One file
     # per process, so two test runs in one checkout never share a database.
-    DATABASES["default"]["TEST"] = {
-        "NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")
-    }
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".pytest-db-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,10 +145,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # The pub/sub layer: one Redis subscription per process per group, fanned out to the
+            # process's sockets in memory. The core (list-based) layer pushes one Redis message
+            # per socket and dropped 3% of frames at 1,000 operators (bench/RESULTS.md); the
+            # queue resyncs on reconnect, so at-most-once delivery is what we want.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # redis-py 8 defaults to 100 connections and a 5 s socket timeout, equal to the
-                # layer's blocking read: size the pool for the load and wait without a timeout.
+                # redis-py 8 defaults to 100 connections and a 5 s socket timeout: size the pool
+                # for the load and let the subscription wait without a timeout.
                 "hosts": [
                     {
                         "address": REDIS_URL,
@@ -229,12 +240,69 @@ TIMERS_IN_PROCESS = envbool("TIMERS_IN_PROCESS", EMBEDDED)
 
 AUDIT_ORGANIZATION_MODEL = "tenants.Organization"
 
+# --- Billing (Stripe; tenants/billing.py) ------------------------------------------------------
+# Off without a Stripe key: every organization is unlimited and Stripe is never called.
+STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = envstr("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+STRIPE_PRICE_TEAM = envstr("STRIPE_PRICE_TEAM")
+STRIPE_PRICE_BUSINESS = envstr("STRIPE_PRICE_BUSINESS")
+# Optional metered Price added to every Checkout, billed from the meter events we report.
+STRIPE_PRICE_ESCALATIONS = envstr("STRIPE_PRICE_ESCALATIONS")
+STRIPE_METER_EVENT_NAME = envstr("STRIPE_METER_EVENT_NAME", "awaithuman_escalations")
+BILLING_ENABLED = envbool("BILLING_ENABLED", bool(STRIPE_SECRET_KEY))
+if BILLING_ENABLED and not STRIPE_SECRET_KEY:
+    raise ImproperlyConfigured("BILLING_ENABLED needs STRIPE_SECRET_KEY")
+BILLING_GRACE_DAYS = envint("BILLING_GRACE_DAYS", 7, minimum=0)
+BILLING_USAGE_REPORT_SECONDS = envint("BILLING_USAGE_REPORT_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["billing-usage-report"] = {
+    "task": "tenants.tasks.billing_usage_report",
+    "schedule": float(BILLING_USAGE_REPORT_SECONDS),
+}
+CELERY_BEAT_SCHEDULE["billing-grace-expire"] = {
+    "task": "tenants.tasks.billing_grace_expire",
+    "schedule": 3600.0,
+}
+MIDDLEWARE.append("tenants.billing_views.PlanLimitMiddleware")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("tenants.billing_views.billing_context")
+
 # --- Auth, i18n, static ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/"
+
+# Accounts (django-allauth): e-mail + password, the sign-up form also names the organization
+# (tenants.forms.SignupForm). Verification is "optional" by default so a self-hosted install works
+# before SMTP is set up (the mail is still sent and the console prints it); set "mandatory" in
+# production once mail goes out. An invitation link counts as proof of the address.
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_SIGNUP_FORM_CLASS = "tenants.forms.SignupForm"
+ACCOUNT_EMAIL_VERIFICATION = envstr("ACCOUNT_EMAIL_VERIFICATION", "optional")
+if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION must be none, optional or mandatory")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[AwaitHuman] "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if AWAITHUMAN_BASE_URL.startswith("https://") else "http"
+# allauth's rate limits (login failures per IP and per account, sign-ups, password resets, …) are
+# on with its defaults; they count in Django's cache.
+
+# Two-factor (django-otp): TOTP with recovery codes. A failed code locks the device for
+# 2^(n-1) seconds after the n-th failure in a row (django-otp's throttling; keep the factor > 0).
+OTP_TOTP_ISSUER = envstr("OTP_TOTP_ISSUER", "AwaitHuman")
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
+INVITATION_TTL_DAYS = 7
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from escalations import receipts
+from escalations import overview, receipts
 
 from . import health
 
@@ -19,4 +19,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
+    path("", include("tenants.urls")),
+    path("", include("tenants.billing_urls")),
+    path("org/overview/", overview.overview, name="overview"),
+    path("account/", include("allauth.urls")),
+    path("", include("escalations.console_urls")),
 ]

@@ -13,20 +13,24 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.http import AsyncHttpConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from awaithuman.middleware import new_request_id
 from awaithuman.problems import PROBLEM_CONTENT_TYPE, problem_body
+from tenants.console import current_membership
 from tenants.ids import is_public_id
-from tenants.models import Scope
+from tenants.models import Membership, Organization, Scope
 from tenants.ratelimit import rate_limit_hit
 from tenants.services import KeyRejected, api_key_authenticate
 
+from . import live
 from .models import Escalation
 from .serializers import escalation_data
 from .wakeups import dispatcher
@@ -56,7 +60,7 @@ def _bearer(headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
-def wait_open(plaintext: str | None, public_id: str) -> Reply:
+def wait_open(plaintext: str | None, public_id: str, *, body: bool = True) -> Reply:
     """Authenticate, spend one request of the key's budget, read the escalation (sync, short)."""
     if plaintext is None:
         return _problem(
@@ -82,28 +86,29 @@ def wait_open(plaintext: str | None, public_id: str) -> Reply:
             "This API key lacks the 'escalations:read' scope needed for this call.",
         )
     else:
-        reply = wait_read(api_key.organization_id, public_id)
+        reply = wait_read(api_key.organization_id, public_id, body=body)
     reply.headers.update(limit.headers())
     return reply
 
 
-def wait_read(organization_id: int, public_id: str) -> Reply:
+def wait_read(organization_id: int, public_id: str, *, body: bool = True) -> Reply:
+    """The escalation as the API shows it; with ``body=False`` a pending one is only checked
+    (its body is not needed by a waiter that is going to park)."""
     if not is_public_id(public_id, "esc"):
         # Not even shaped like an id (PostgreSQL would refuse some, e.g. a NUL byte).
         return _problem(404, "not-found", "No such escalation in this organization.")
-    escalation = (
-        Escalation.objects.select_related("agent", "assignee__user")
-        .prefetch_related("responses__membership__user")
-        .filter(organization_id=organization_id, public_id=public_id)
-        .first()
-    )
-    if escalation is None:
+    try:
+        escalation = Escalation.objects.select_related("agent", "assignee__user").get(
+            organization_id=organization_id, public_id=public_id
+        )
+    except Escalation.DoesNotExist:
         return _problem(404, "not-found", "No such escalation in this organization.")
+    terminal = escalation.is_terminal
     return Reply(
         200,
-        escalation_data(escalation),
+        escalation_data(escalation) if body or terminal else {},
         organization_id=organization_id,
-        terminal=escalation.is_terminal,
+        terminal=terminal,
     )
 
 
@@ -129,7 +134,18 @@ def parse_timeout(query_string: bytes) -> float | Reply:
     return timeout
 
 
+def in_thread(function: Any) -> Any:
+    """Run a short database call on the default thread pool, not the one shared thread that
+    ``database_sync_to_async`` uses outside a request: waiters open and wake in parallel, and
+    the pool (a few threads, each closing its connection after the call) bounds connections."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 class WaitConsumer(AsyncHttpConsumer):
+    # No channel layer: a waiter is woken by the dispatcher, and a per-request layer channel
+    # (a receive task each) would only cost memory.
+    channel_layer_alias = None
+
     async def handle(self, body: bytes) -> None:
         request_id = new_request_id(
             dict(self.scope["headers"]).get(b"x-request-id", b"").decode("latin-1") or None
@@ -150,8 +166,9 @@ class WaitConsumer(AsyncHttpConsumer):
         # Register (and be subscribed) before the first read, so no decision slips between.
         future = await dispatcher.register(public_id)
         try:
-            reply = await database_sync_to_async(wait_open)(plaintext, public_id)
+            reply = await in_thread(wait_open)(plaintext, public_id, body=timeout == 0)
             headers = dict(reply.headers)
+            organization_id = reply.organization_id
             while not reply.is_problem and not reply.terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -164,8 +181,8 @@ class WaitConsumer(AsyncHttpConsumer):
                     # Woken: register again first (the wake may be spurious), then re-read.
                     future = await dispatcher.register(public_id)
                 # Re-read on a wake, and at the deadline to return the current state.
-                assert reply.organization_id is not None
-                reply = await database_sync_to_async(wait_read)(reply.organization_id, public_id)
+                assert organization_id is not None
+                reply = await in_thread(wait_read)(organization_id, public_id)
                 reply.headers = {**headers, **reply.headers}
         finally:
             dispatcher.unregister(public_id, future)
@@ -185,3 +202,143 @@ class WaitConsumer(AsyncHttpConsumer):
             else json.dumps(reply.body, separators=(",", ":")).encode()
         )
         await self.send_response(reply.status, body, headers=headers)
+
+
+# --- The live queue -------------------------------------------------------------------------
+
+
+class MembershipCache:
+    """Which memberships an organization has, per process, at most ``ttl`` seconds old.
+
+    Every socket re-checks its membership on every event, but a thousand sockets of one
+    organization share one query per ``ttl`` instead of a query each per event: the send path
+    stays free of database work in the common case. ``membership.removed`` (sent by whoever
+    removes a member) closes the member's sockets at once and drops the id from the cache; the
+    periodic re-read is the safety net for removals that send nothing (a row deleted in admin).
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._members: dict[int, tuple[float, frozenset[int]]] = {}
+        self._loading: dict[int, asyncio.Future[frozenset[int]]] = {}
+
+    async def members(self, organization_id: int) -> frozenset[int]:
+        cached = self._members.get(organization_id)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        loading = self._loading.get(organization_id)
+        if loading is None or loading.get_loop() is not loop:
+            # One read for every socket that finds the entry stale at the same moment.
+            loading = loop.create_task(self._load(organization_id))
+            self._loading[organization_id] = loading
+        return await asyncio.shield(loading)
+
+    async def _load(self, organization_id: int) -> frozenset[int]:
+        try:
+            started = time.monotonic()
+            members = await database_sync_to_async(_membership_ids)(organization_id)
+            self._members[organization_id] = (started, members)
+            return members
+        finally:
+            self._loading.pop(organization_id, None)
+
+    def discard(self, organization_id: int, membership_id: int) -> None:
+        cached = self._members.get(organization_id)
+        if cached is not None:
+            self._members[organization_id] = (cached[0], cached[1] - {membership_id})
+
+    def clear(self) -> None:
+        self._members.clear()
+
+
+def _membership_ids(organization_id: int) -> frozenset[int]:
+    return frozenset(
+        Membership.objects.filter(organization_id=organization_id).values_list("pk", flat=True)
+    )
+
+
+def queue_membership(user: Any, session: Any) -> Membership | None:
+    """The membership a console session works in (the same choice the console pages make)."""
+    return current_membership(SimpleNamespace(user=user, session=session))  # type: ignore[arg-type]
+
+
+memberships = MembershipCache(ttl=5.0)
+
+# Close codes (4000–4999 are the application's): the client does not reconnect after these.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_REMOVED = 4403
+
+
+class QueueConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/queue/``: the organization's live queue for one signed-in member.
+
+    Joins the group ``org.<public id>``, answers ``{"type": "sync"}`` with a snapshot, and
+    forwards the delta frames ``escalations.live`` broadcasts, already encoded.
+    """
+
+    membership_id: int
+    membership_public_id: str
+    organization_id: int
+    group: str
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        membership = await database_sync_to_async(queue_membership)(user, self.scope["session"])
+        if membership is None:
+            await self.close(code=CLOSE_REMOVED)
+            return
+        live.remember_consumer_loop()
+        self.membership_id = membership.pk
+        self.membership_public_id = membership.public_id
+        self.organization_id = membership.organization_id
+        self.group = live.organization_group(membership.organization.public_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        group = getattr(self, "group", None)
+        if group is not None:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "sync":
+            if not await self._still_member():
+                return
+            snapshot = await database_sync_to_async(self._snapshot)()
+            await self.send_json(snapshot)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return live.queue_snapshot(Organization(pk=self.organization_id))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs ``close_old_connections`` in a worker thread before *every* handler; for
+        # a broadcast that is one thread hop per socket per event. Frames touch no database
+        # connection here (the membership cache reads through ``database_sync_to_async``, which
+        # does its own cleanup), so they skip it.
+        if message["type"] == "queue.frame":
+            await self.queue_frame(message)
+        else:
+            await super().dispatch(message)
+
+    async def queue_frame(self, message: dict[str, Any]) -> None:
+        if await self._still_member():
+            await self.send(text_data=message["text"])
+
+    async def membership_removed(self, message: dict[str, Any]) -> None:
+        if message.get("membership") == self.membership_public_id:
+            memberships.discard(self.organization_id, self.membership_id)
+            await self._close_removed()
+
+    async def _still_member(self) -> bool:
+        if self.membership_id in await memberships.members(self.organization_id):
+            return True
+        await self._close_removed()
+        return False
+
+    async def _close_removed(self) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.close(code=CLOSE_REMOVED)

@@ -7,14 +7,17 @@ wakes long-polls only after commit.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import audit_batch, audit_record
+from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR
 
@@ -23,6 +26,9 @@ from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
 from .policies import ConditionFailure, policy_match, policy_snapshot
 from .schemas import answer_errors, default_schema
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT_SECONDS = 24 * 3600
 DEFAULT_ON_TIMEOUT = {
@@ -87,6 +93,18 @@ def _timeout_terms(kind: str, data: dict[str, Any], snapshot: dict[str, Any]) ->
     return timeout_seconds, on_timeout
 
 
+def atomic_audited(function: Callable[P, R]) -> Callable[P, R]:
+    """``transaction.atomic`` plus ``audit_batch``: the service's audit events are written
+    together at its end, so the organization's chain lock is held only up to the commit."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with transaction.atomic(), audit_batch():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _after_commit(
     escalation: Escalation, event: str, payload: dict[str, Any] | None = None
 ) -> None:
@@ -102,7 +120,7 @@ def _after_commit(
     transaction.on_commit(run)
 
 
-@transaction.atomic
+@atomic_audited
 def escalation_create(
     *, organization: Organization, agent: Agent, api_key: ApiKey | None, data: dict[str, Any]
 ) -> Escalation:
@@ -116,7 +134,10 @@ def escalation_create(
     evaluation = policy_evaluate(organization=organization, agent=agent, data=data, now=now)
     snapshot = evaluation.snapshot
     timeout_seconds, on_timeout = _timeout_terms(kind, data, snapshot or {})
-    escalation = Escalation.objects.create(
+    # The plan's monthly quota (402 past it); counted in this transaction, so a failed create
+    # gives its unit back.
+    escalation_quota_consume(organization=organization, now=now)
+    escalation = Escalation(
         organization=organization,
         agent=agent,
         kind=kind,
@@ -135,6 +156,15 @@ def escalation_create(
         policy_snapshot=snapshot,
         required_approvals=(snapshot or {}).get("required_approvals") or 1,
     )
+    automatic = evaluation.outcome in ("auto_approve", "auto_reject") and snapshot is not None
+    levels = _levels(escalation)
+    if not automatic:
+        # Enter level 1 and set the first timer in the INSERT itself: no second write.
+        if levels:
+            escalation.level_entered_at = now
+            escalation.timer_generation = 1
+        escalation.next_action_at = _next_timer(escalation)
+    escalation.save(force_insert=True)
     actor = api_key.as_actor() if api_key is not None else agent.as_actor()
     audit_record(
         organization_id=organization.pk,
@@ -163,7 +193,7 @@ def escalation_create(
         )
     _after_commit(escalation, "created")
 
-    if evaluation.outcome in ("auto_approve", "auto_reject") and snapshot is not None:
+    if automatic:
         status = (
             Escalation.Status.APPROVED
             if evaluation.outcome == "auto_approve"
@@ -179,10 +209,8 @@ def escalation_create(
         _after_commit(escalation, "decided")
         return escalation
 
-    if _levels(escalation):
-        _enter_level(escalation, level=1, round_=0, now=now)
-    escalation.next_action_at = _next_timer(escalation)
-    escalation.save(update_fields=["next_action_at"])
+    if levels:
+        _level_entered(escalation)
     return escalation
 
 
@@ -258,7 +286,7 @@ def _decide(
     )
 
 
-@transaction.atomic
+@atomic_audited
 def escalation_cancel(*, escalation: Escalation, api_key: ApiKey) -> Escalation:
     escalation = _locked(escalation)
     if escalation.is_terminal:
@@ -274,7 +302,7 @@ def escalation_cancel(*, escalation: Escalation, api_key: ApiKey) -> Escalation:
     return escalation
 
 
-@transaction.atomic
+@atomic_audited
 def escalation_claim(*, escalation: Escalation, membership: Membership) -> Escalation:
     escalation = _locked(escalation)
     if escalation.is_terminal:
@@ -303,7 +331,7 @@ def escalation_claim(*, escalation: Escalation, membership: Membership) -> Escal
     return escalation
 
 
-@transaction.atomic
+@atomic_audited
 def escalation_release(*, escalation: Escalation, membership: Membership) -> Escalation:
     """Give up a claim. Admins may release anyone's claim (someone went home)."""
     escalation = _locked(escalation)
@@ -339,7 +367,7 @@ _OUTCOMES_BY_KIND = {
 }
 
 
-@transaction.atomic
+@atomic_audited
 def response_submit(
     *,
     escalation: Escalation,
@@ -456,7 +484,7 @@ def timers_due(now: datetime | None = None, *, batch: int = 100) -> int:
     now = now or timezone.now()
     handled = 0
     while True:
-        with transaction.atomic():
+        with transaction.atomic(), audit_batch():
             due = list(
                 Escalation.objects.select_for_update(skip_locked=True)
                 .filter(status=Escalation.Status.PENDING, next_action_at__lte=now)
@@ -517,6 +545,12 @@ def _enter_level(escalation: Escalation, *, level: int, round_: int, now: dateti
             "timer_generation",
         ]
     )
+    _level_entered(escalation)
+
+
+def _level_entered(escalation: Escalation) -> None:
+    """Record that the escalation is now at its current level, and tell the hooks after commit."""
+    level, round_ = escalation.current_level, escalation.current_round
     snapshot_level = _levels(escalation)[level - 1]
     audit_record(
         organization_id=escalation.organization_id,

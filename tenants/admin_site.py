@@ -49,10 +49,13 @@ class AwaitHumanAdminSite(admin.AdminSite):
     login_form = OrgAdminAuthenticationForm
 
     def has_permission(self, request: HttpRequest) -> bool:
+        """Platform staff or an organization's owner/admin, and always past a second factor
+        (``OTPMiddleware``'s ``is_verified``; ``TwoFactorMiddleware`` leads there)."""
         user = request.user
         if not user.is_active:
             return False
-        return user.is_staff or managed_organizations(request).exists()
+        allowed = user.is_staff or managed_organizations(request).exists()
+        return allowed and user.is_verified()
 
 
 class OrganizationScopedAdmin(admin.ModelAdmin):

@@ -214,3 +214,142 @@ class ApiKey(models.Model):
         if self.agent_id is not None:
             return {**self.agent.as_actor(), "key": self.key_id}
         return {**self.membership.as_actor(), "key": self.key_id}
+
+
+class Invitation(models.Model):
+    """An e-mailed offer to join an organization with a role.
+
+    The token travels only in the link; the row keeps its SHA-256 digest. An invitation is usable
+    once, until ``expires_at``, and only by a person signed in with (or signing up with) the
+    invited e-mail address.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Membership.Role.choices)
+    token_digest = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        Membership, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "email"], name="invitation_org_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.organization} ({self.role})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.public_id:
+            self.public_id = new_public_id("inv")
+        super().save(*args, **kwargs)
+
+    def state(self, now: datetime | None = None) -> str:
+        if self.accepted_at is not None:
+            return self.State.ACCEPTED
+        if self.revoked_at is not None:
+            return self.State.REVOKED
+        if self.expires_at <= (now or timezone.now()):
+            return self.State.EXPIRED
+        return self.State.PENDING
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state() == self.State.PENDING
+
+    def email_matches(self, email: str) -> bool:
+        return self.email.casefold() == (email or "").casefold()
+
+
+# --- Billing (see tenants/billing.py) -------------------------------------------------------------
+
+
+class BillingAccount(models.Model):
+    """Billing state of one organization that ``Organization`` itself does not hold.
+
+    ``payment_grace_until`` is set when Stripe reports the subscription past due: the paid plan
+    stays until then, after which the organization counts as Free (``tenants.billing``).
+    """
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="billing_account"
+    )
+    payment_grace_until = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"billing of {self.organization}"
+
+
+class UsagePeriod(models.Model):
+    """Escalations one organization created in one calendar month (UTC), counted exactly.
+
+    ``escalations`` is raised by a conditional UPDATE in the create transaction (never a COUNT
+    over the escalations table). ``reported`` is what Stripe has acknowledged as meter events;
+    ``reporting`` is the total of a report in flight, so a retry resends the same event with the
+    same idempotency key instead of a new one (see ``tenants.tasks``). ``notified_percent`` is the
+    highest quota threshold (80, 100) the owners were told about this period.
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="usage_periods"
+    )
+    period_start = models.DateField()
+    escalations = models.PositiveIntegerField(default=0)
+    reported = models.PositiveIntegerField(default=0)
+    reporting = models.PositiveIntegerField(default=0)
+    notified_percent = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start"], name="unique_usage_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.period_start:%Y-%m}: {self.escalations}"
+
+
+class StripeEvent(models.Model):
+    """Every Stripe webhook event we processed, once: the unique ``event_id`` makes a redelivery
+    (or a concurrent duplicate) a no-op. Written in the transaction that applies the event, so an
+    event whose processing failed is not recorded and Stripe's retry processes it again."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    organization = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="stripe_events",
+    )
+    created = models.DateTimeField(help_text="When Stripe created the event.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.type})"

@@ -6,14 +6,15 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from tests.console.helpers import verified
+
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client(client):
+def admin_client(db):
     admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(admin)
-    return client
+    return verified(admin)  # Django admin always requires a second factor
 
 
 def test_admin_lists_events(admin_client, record):

@@ -1,0 +1,21 @@
+"""The operator console's queue and decision screen, mounted at the site root."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "queue"
+
+urlpatterns = [
+    path("", views.queue, name="index"),
+    path("escalations/<str:public_id>/", views.escalation_detail, name="escalation"),
+    path("escalations/<str:public_id>/claim", views.escalation_claim_view, name="claim"),
+    path(
+        "escalations/<str:public_id>/release",
+        views.escalation_release_view,
+        name="release",
+    ),
+    path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
+]

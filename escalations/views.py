@@ -1,0 +1,405 @@
+"""The operator console's queue and decision screen (server-rendered; live updates in JS).
+
+Views are thin: every query starts from ``request.organization`` (another organization's
+escalation is a 404), writes go through the services, and the services' problems are shown in
+place. Agent-supplied text is only ever rendered through Django's autoescaping — never ``|safe``,
+never markdown, never turned into links.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from audit.models import AuditEvent, ChainHead
+from awaithuman.problems import ApiProblem
+from tenants.console import role_required
+from tenants.models import Membership
+
+from . import live
+from .forms import ResponseForm
+from .models import Escalation, Response
+from .policies import always_allow_url
+from .services import escalation_claim, escalation_release, response_submit
+
+ANSWERING = tuple(Membership.ANSWERING_ROLES)
+# Agent text longer than this (or with more lines) is folded behind a <details>.
+FOLD_CHARS = 600
+FOLD_LINES = 12
+MESSAGE_ROLES = {"user", "assistant", "system", "tool", "function", "developer"}
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``7m``, ``3h 5m``, ``2d 4h``: short enough for a table cell."""
+    seconds = int(max(seconds, 0))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+@require_GET
+@role_required()
+def queue(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    seq = (
+        ChainHead.objects.filter(organization_id=organization.pk)
+        .values_list("seq", flat=True)
+        .first()
+    )
+    now = timezone.now()
+    # Rows are plain dicts (the same shape the websocket sends), and the detail link is built
+    # from one reversed prefix: 500 rows render without 500 model method calls or reverse()s.
+    detail = reverse("queue:escalation", args=["ESCALATION_ID"])
+    rows = []
+    for escalation in live.pending_escalations(organization):
+        row = live.queue_row(escalation)
+        left = (escalation.expires_at - now).total_seconds()
+        row.update(
+            href=detail.replace("ESCALATION_ID", escalation.public_id),
+            waiting=duration((now - escalation.created_at).total_seconds()),
+            left=duration(left),
+            soon=left < 300,
+            mine=escalation.assignee_id is not None
+            and escalation.assignee_id == request.membership.pk,  # type: ignore[attr-defined]
+        )
+        rows.append(row)
+    return render(request, "escalations/queue.html", {"rows": rows, "seq": seq or 0})
+
+
+def _escalation(request: HttpRequest, public_id: str) -> Escalation:
+    return get_object_or_404(
+        request.organization.escalations.select_related("agent", "assignee__user"),  # type: ignore[attr-defined]
+        public_id=public_id,
+    )
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@dataclass
+class Text:
+    """Agent text ready to show: folded when long, with a one-line preview."""
+
+    text: str
+
+    @property
+    def folded(self) -> bool:
+        return len(self.text) > FOLD_CHARS or self.text.count("\n") >= FOLD_LINES
+
+    @property
+    def inline(self) -> bool:
+        return "\n" not in self.text and len(self.text) <= 120
+
+    @property
+    def preview(self) -> str:
+        first = self.text.strip().split("\n", 1)[0]
+        return first[:120] + ("…" if len(first) > 120 else "")
+
+    @property
+    def size(self) -> str:
+        lines = self.text.count("\n") + 1
+        return f"{lines} lines, {len(self.text):,} characters"
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    calls = []
+    for index, call in enumerate(raw if isinstance(raw, list) else [], start=1):
+        if not isinstance(call, dict):
+            calls.append({"index": index, "name": "", "arguments": Text(as_text(call))})
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name = call.get("name") or call.get("tool") or function.get("name") or ""
+        arguments = call.get("arguments", call.get("input", function.get("arguments")))
+        result = call.get("result", call.get("output"))
+        error = call.get("error")
+        calls.append(
+            {
+                "index": index,
+                "name": as_text(name),
+                "arguments": Text(as_text(arguments)) if arguments is not None else None,
+                "result": Text(as_text(result)) if result is not None else None,
+                "error": Text(as_text(error)) if error not in (None, "", False) else None,
+            }
+        )
+    return calls
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, list):
+        parts = [
+            part["text"]
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else as_text(part)
+            for part in content
+        ]
+        return "\n\n".join(parts)
+    return as_text(content) if content is not None else ""
+
+
+def _messages(raw: Any) -> list[dict[str, Any]]:
+    bubbles = []
+    for message in raw if isinstance(raw, list) else []:
+        if isinstance(message, dict):
+            role = str(message.get("role") or "")
+            text = _message_text(message.get("content"))
+        else:
+            role, text = "", as_text(message)
+        bubbles.append(
+            {
+                "role": role[:40],
+                # The role becomes a CSS class only from a fixed list.
+                "side": role if role in MESSAGE_ROLES else "other",
+                "text": Text(text),
+            }
+        )
+    return bubbles
+
+
+def _actor_label(actor: Any) -> str:
+    if not isinstance(actor, dict):
+        return "?"
+    label = actor.get("email") or actor.get("name") or actor.get("type") or "?"
+    if actor.get("type") == "agent":
+        return f"agent {label}"
+    return str(label)
+
+
+TIMELINE_LABELS = {
+    "escalation.created": "created the escalation",
+    "escalation.level_entered": "entered level {level}",
+    "escalation.claimed": "claimed it",
+    "escalation.released": "released the claim",
+    "escalation.reminded": "sent a reminder (level {level})",
+    "escalation.deadline_warning": "warned of the deadline",
+    "response.submitted": "answered: {outcome}",
+    "escalation.decided": "decided: {outcome}",
+    "policy.condition_failed": "policy condition failed",
+}
+
+
+def _timeline(escalation: Escalation) -> list[dict[str, Any]]:
+    events = AuditEvent.objects.filter(
+        organization_id=escalation.organization_id, target=escalation.public_id
+    ).order_by("seq")
+    timeline = []
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        template = TIMELINE_LABELS.get(event.action, event.action)
+        try:
+            what = template.format(**{key: data.get(key, "") for key in ("level", "outcome")})
+        except (KeyError, ValueError):
+            what = event.action
+        timeline.append(
+            {
+                "at": event.created_at,
+                "actor": _actor_label(event.actor),
+                "what": what,
+                "comment": data.get("comment") or data.get("error") or "",
+                "seq": event.seq,
+            }
+        )
+    return timeline
+
+
+def _claim_state(escalation: Escalation, membership: Membership) -> str:
+    if escalation.assignee_id is None:
+        return "unclaimed"
+    return "mine" if escalation.assignee_id == membership.pk else "other"
+
+
+def _detail_context(
+    request: HttpRequest,
+    escalation: Escalation,
+    *,
+    form: ResponseForm | None = None,
+    comment: str = "",
+    edited_arguments: str | None = None,
+    edited_arguments_errors: list[str] | None = None,
+    comment_errors: list[str] | None = None,
+) -> dict[str, Any]:
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    responses = list(escalation.responses.select_related("membership__user"))
+    approvals = sum(1 for r in responses if r.outcome == Response.Outcome.APPROVE)
+    mine = next((r for r in responses if r.membership_id == membership.pk), None)
+    context = escalation.context if isinstance(escalation.context, dict) else {}
+    action = escalation.action if isinstance(escalation.action, dict) else None
+    arguments = action.get("arguments") if action else None
+    argument_rows = (
+        [(key, Text(as_text(value))) for key, value in arguments.items()]
+        if isinstance(arguments, dict)
+        else []
+    )
+    known = {"reasoning", "tool_calls", "messages"}
+    claim = _claim_state(escalation, membership)
+    can_answer = (
+        membership.can_answer and not escalation.is_terminal and mine is None and claim != "other"
+    )
+    form = form or ResponseForm(escalation.response_schema)
+    return {
+        "escalation": escalation,
+        "action": action,
+        "argument_rows": argument_rows,
+        "edited_arguments_text": Text(as_text(escalation.edited_arguments)),
+        "reasoning": Text(as_text(context["reasoning"])) if context.get("reasoning") else None,
+        "tool_calls": _tool_calls(context.get("tool_calls")),
+        "bubbles": _messages(context.get("messages")),
+        "other_context": [
+            (key, Text(as_text(value))) for key, value in context.items() if key not in known
+        ],
+        "metadata": [
+            (key, Text(as_text(value))) for key, value in (escalation.metadata or {}).items()
+        ],
+        "timeline": _timeline(escalation),
+        "responses": responses,
+        "approvals": approvals,
+        "my_response": mine,
+        "claim": claim,
+        "can_act": membership.can_answer,
+        "can_answer": can_answer,
+        "can_release": escalation.assignee_id is not None
+        and (claim == "mine" or membership.role in Membership.MANAGING_ROLES),
+        "always_allow_url": always_allow_url(escalation)
+        if membership.role in Membership.MANAGING_ROLES
+        and escalation.kind == Escalation.Kind.APPROVAL
+        and action
+        else None,
+        "form": form,
+        "comment": comment,
+        "comment_errors": comment_errors or [],
+        "edited_arguments": edited_arguments
+        if edited_arguments is not None
+        else (json.dumps(arguments, indent=2, ensure_ascii=False) if arguments is not None else ""),
+        "edited_arguments_errors": edited_arguments_errors or [],
+        "waiting": duration((timezone.now() - escalation.created_at).total_seconds()),
+        "left": duration((escalation.expires_at - timezone.now()).total_seconds()),
+        "levels": len((escalation.policy_snapshot or {}).get("levels") or []),
+    }
+
+
+@require_GET
+@role_required()
+def escalation_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    escalation = _escalation(request, public_id)
+    return render(request, "escalations/detail.html", _detail_context(request, escalation))
+
+
+def _back(escalation: Escalation) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("queue:escalation", args=[escalation.public_id]))
+
+
+@require_POST
+@role_required(*ANSWERING)
+def escalation_claim_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    escalation = _escalation(request, public_id)
+    try:
+        escalation_claim(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
+    except ApiProblem as problem:
+        messages.error(request, str(problem.detail))
+    return _back(escalation)
+
+
+@require_POST
+@role_required(*ANSWERING)
+def escalation_release_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    escalation = _escalation(request, public_id)
+    try:
+        escalation_release(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
+    except ApiProblem as problem:
+        messages.error(request, str(problem.detail))
+    return _back(escalation)
+
+
+OUTCOME_MESSAGES = {
+    Response.Outcome.APPROVE: "You approved “{title}”.",
+    Response.Outcome.REJECT: "You rejected “{title}”.",
+    Response.Outcome.ANSWER: "You answered “{title}”.",
+}
+
+
+@require_POST
+@role_required(*ANSWERING)
+def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
+    escalation = _escalation(request, public_id)
+    outcome = request.POST.get("outcome", "")
+    comment = request.POST.get("comment", "").strip()
+    raw_arguments = request.POST.get("edited_arguments")
+    form = ResponseForm(escalation.response_schema)
+    comment_errors: list[str] = []
+    arguments_errors: list[str] = []
+    edited: dict[str, Any] | None = None
+    payload: Any = None
+
+    if outcome == Response.Outcome.REJECT:
+        if not comment:
+            comment_errors.append("Say why: the reason goes back to the agent.")
+    else:
+        payload = form.parse(request.POST)
+        action = escalation.action if isinstance(escalation.action, dict) else None
+        if outcome == Response.Outcome.APPROVE and action and raw_arguments is not None:
+            try:
+                edited = json.loads(raw_arguments)
+            except ValueError as exc:
+                arguments_errors.append(f"Not valid JSON: {exc.msg} (line {exc.lineno}).")
+            else:
+                if not isinstance(edited, dict):
+                    arguments_errors.append("The arguments must be a JSON object.")
+                    edited = None
+                elif edited == (action.get("arguments") or {}):
+                    edited = None  # unchanged: a plain approval
+
+    def again(status: int) -> HttpResponse:
+        context = _detail_context(
+            request,
+            escalation,
+            form=form,
+            comment=comment,
+            edited_arguments=raw_arguments,
+            edited_arguments_errors=arguments_errors,
+            comment_errors=comment_errors,
+        )
+        return render(request, "escalations/detail.html", context, status=status)
+
+    if comment_errors or arguments_errors or form.has_errors:
+        return again(400)
+    try:
+        response_submit(
+            escalation=escalation,
+            membership=request.membership,  # type: ignore[attr-defined]
+            outcome=outcome,
+            response=payload,
+            comment=comment,
+            edited_arguments=edited,
+            channel="console",
+        )
+    except ApiProblem as problem:
+        errors = dict(problem.errors or {})
+        comment_errors += errors.pop("comment", [])
+        arguments_errors += errors.pop("edited_arguments", [])
+        unplaced = errors.pop("outcome", [])
+        form.add_errors(errors)
+        form.errors += unplaced
+        if not (errors or comment_errors or arguments_errors or unplaced):
+            form.errors.append(str(problem.detail))
+        escalation.refresh_from_db()
+        return again(problem.status_code)
+    template = OUTCOME_MESSAGES.get(outcome, "Saved your answer to “{title}”.")
+    messages.success(request, template.format(title=escalation.title[:80]))
+    return HttpResponseRedirect(reverse("queue:index"))

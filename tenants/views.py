@@ -1,0 +1,658 @@
+"""Console pages for the organization: agents and keys, personal keys, members and invitations,
+settings, the audit log; the invitation link; two-factor setup and verification.
+
+Every query starts from ``request.organization`` (set by ``CurrentOrganizationMiddleware``), so
+another organization's agent, key, member or invitation is a 404. Roles: every member reads;
+owners and admins manage members, agents, keys and settings; only owners delete the
+organization. Writes go through ``tenants.services``.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+import django_otp
+import qrcode
+import qrcode.image.svg
+from allauth.account.adapter import get_adapter
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from audit.models import AuditEvent
+from audit.services import audit_verify_chain
+
+from . import services
+from .console import organization_switch, role_required
+from .forms import (
+    INVITATION_SESSION_KEY,
+    AgentApiKeyForm,
+    AgentForm,
+    ApiKeyForm,
+    CodeForm,
+    InvitationForm,
+    OrganizationDeleteForm,
+    OrganizationSettingsForm,
+    RoleForm,
+)
+from .ids import is_public_id
+from .models import PERSONAL_SCOPES, ApiKey, Membership, Scope
+
+MANAGERS = tuple(Membership.MANAGING_ROLES)
+OWNER = Membership.Role.OWNER
+AUDIT_PAGE_SIZE = 50
+
+
+def console_context(request: HttpRequest) -> dict[str, Any]:
+    """Template context for the header: the signed-in person's organizations (for the switcher),
+    queried only if a template uses them."""
+
+    def memberships() -> list[Membership]:
+        if not request.user.is_authenticated:
+            return []
+        return list(
+            Membership.objects.select_related("organization")
+            .filter(user=request.user)
+            .order_by("organization__name")
+        )
+
+    return {"console_memberships": SimpleLazyObject(memberships)}
+
+
+def _get_or_404(queryset: QuerySet[Any], prefix: str, public_id: str, **lookup: Any) -> Any:
+    """One object of the current organization by public id; malformed ids never reach the
+    database."""
+    if not is_public_id(public_id, prefix):
+        raise Http404
+    lookup = lookup or {"public_id": public_id}
+    obj = queryset.filter(**lookup).first()
+    if obj is None:
+        raise Http404
+    return obj
+
+
+def _actor(request: HttpRequest) -> dict[str, Any]:
+    return request.membership.as_actor()  # type: ignore[attr-defined]
+
+
+def _safe_next(request: HttpRequest, default: str = "/") -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+# --- Organization switcher ------------------------------------------------------------------------
+
+
+@require_POST
+def switch(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("account_login")
+    membership = organization_switch(request, request.POST.get("organization", ""))
+    if membership is None:
+        raise Http404
+    messages.success(request, f"You are now working in {membership.organization.name}.")
+    return HttpResponseRedirect(_safe_next(request))
+
+
+# --- Agents and their keys ------------------------------------------------------------------------
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def agents(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    form = AgentForm(organization=organization)
+    if request.method == "POST":
+        if request.membership.role not in MANAGERS:  # type: ignore[attr-defined]
+            raise PermissionDenied
+        form = AgentForm(request.POST, organization=organization)
+        if form.is_valid():
+            agent = services.agent_create(
+                organization=organization,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                actor=_actor(request),
+            )
+            messages.success(request, f"Agent {agent.name} created. Give it an API key.")
+            return redirect("agent", public_id=agent.public_id)
+    rows = organization.agents.order_by("name")
+    return render(request, "tenants/agents.html", {"agents": rows, "form": form})
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def agent(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    form = AgentApiKeyForm()
+    issued = None
+    if request.method == "POST":
+        if request.membership.role not in MANAGERS:  # type: ignore[attr-defined]
+            raise PermissionDenied
+        form = AgentApiKeyForm(request.POST)
+        if form.is_valid():
+            issued = services.api_key_create(
+                organization=organization,
+                agent=agent,
+                scopes=form.cleaned_data["scopes"],
+                name=form.cleaned_data["name"],
+                mode=form.cleaned_data["mode"],
+                expires_in_days=form.cleaned_data["expires_in_days"],
+                actor=_actor(request),
+            )
+            form = AgentApiKeyForm()
+    keys = agent.api_keys.order_by("-created_at")
+    return render(
+        request,
+        "tenants/agent.html",
+        {
+            "agent": agent,
+            "keys": keys,
+            "form": form,
+            "issued": issued,
+            "now": timezone.now(),
+            "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
+        },
+    )
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_key_revoke(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    api_key = _key_or_404(agent.api_keys.all(), key_id)
+    services.api_key_revoke(api_key=api_key, actor=_actor(request))
+    messages.success(request, f"Key {api_key} revoked; it stops working at once.")
+    return redirect("agent", public_id=agent.public_id)
+
+
+def _key_or_404(queryset: QuerySet[ApiKey], key_id: str) -> ApiKey:
+    if len(key_id) != 12 or not key_id.isalnum():
+        raise Http404
+    api_key = queryset.filter(key_id=key_id).first()
+    if api_key is None:
+        raise Http404
+    return api_key
+
+
+# --- Personal keys --------------------------------------------------------------------------------
+
+
+def _personal_scopes(membership: Membership) -> list[str]:
+    """Viewers may read through the API; answering needs a role that may answer."""
+    if membership.can_answer:
+        return sorted(PERSONAL_SCOPES)
+    return [Scope.ESCALATIONS_READ]
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def personal_keys(request: HttpRequest) -> HttpResponse:
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    form = ApiKeyForm()
+    issued = None
+    if request.method == "POST":
+        form = ApiKeyForm(request.POST)
+        if form.is_valid():
+            issued = services.api_key_create(
+                organization=membership.organization,
+                membership=membership,
+                scopes=_personal_scopes(membership),
+                name=form.cleaned_data["name"],
+                mode=form.cleaned_data["mode"],
+                expires_in_days=form.cleaned_data["expires_in_days"],
+                actor=_actor(request),
+            )
+            form = ApiKeyForm()
+    return render(
+        request,
+        "tenants/personal_keys.html",
+        {
+            "keys": membership.api_keys.order_by("-created_at"),
+            "form": form,
+            "issued": issued,
+            "scopes": _personal_scopes(membership),
+            "now": timezone.now(),
+        },
+    )
+
+
+@role_required()
+@require_POST
+def personal_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    api_key = _key_or_404(membership.api_keys.all(), key_id)
+    services.api_key_revoke(api_key=api_key, actor=_actor(request))
+    messages.success(request, f"Key {api_key} revoked.")
+    return redirect("personal_keys")
+
+
+# --- Members and invitations ----------------------------------------------------------------------
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    form = InvitationForm()
+    invite_link = None
+    if request.method == "POST":
+        if membership.role not in MANAGERS:
+            raise PermissionDenied
+        form = InvitationForm(request.POST)
+        if form.is_valid():
+            try:
+                issued = services.invitation_create(
+                    organization=organization,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    invited_by=membership,
+                )
+            except services.MembershipError as exc:
+                form.add_error(None, str(exc))
+            else:
+                invite_link = request.build_absolute_uri(reverse("invitation", args=[issued.token]))
+                messages.success(request, f"Invitation sent to {issued.invitation.email}.")
+                form = InvitationForm()
+    now = timezone.now()
+    context = {
+        "members": organization.memberships.select_related("user").order_by(
+            "user__email", "created_at"
+        ),
+        "invitations": organization.invitations.filter(
+            accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now
+        ).select_related("invited_by__user"),
+        "form": form,
+        "invite_link": invite_link,
+        "roles": Membership.Role.choices,
+        "can_manage": membership.role in MANAGERS,
+    }
+    return render(request, "tenants/members.html", context)
+
+
+def _member_or_404(request: HttpRequest, public_id: str) -> Membership:
+    organization = request.organization  # type: ignore[attr-defined]
+    return _get_or_404(organization.memberships.select_related("user"), "mem", public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
+    member = _member_or_404(request, public_id)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the roles.")
+        return redirect("members")
+    try:
+        services.membership_change_role(
+            membership=member,
+            role=form.cleaned_data["role"],
+            actor=request.membership,  # type: ignore[attr-defined]
+        )
+    except services.MembershipError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{member.user.email} is now {member.get_role_display()}.")
+    return redirect("members")
+
+
+@role_required(*MANAGERS)
+@require_POST
+def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
+    member = _member_or_404(request, public_id)
+    try:
+        services.membership_remove(membership=member, actor=request.membership)  # type: ignore[attr-defined]
+    except services.MembershipError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{member.user.email} no longer has access.")
+    if member.user_id == request.user.pk:
+        return redirect("/")
+    return redirect("members")
+
+
+@role_required(*MANAGERS)
+@require_POST
+def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    invitation = _get_or_404(organization.invitations.all(), "inv", public_id)
+    services.invitation_revoke(invitation=invitation, actor=_actor(request))
+    messages.success(request, f"Invitation to {invitation.email} withdrawn.")
+    return redirect("members")
+
+
+@require_http_methods(["GET", "POST"])
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in the invitation e-mail. Signed out: remember the token and offer sign-up or
+    sign-in (both come back here or join directly). Signed in: join with one click, unless the
+    invitation is for another address."""
+    found = services.invitation_for_token(token)
+    refusal = None
+    if found is None:
+        refusal = services.InvitationRefused("invalid", "This invitation link is not valid.")
+    else:
+        email = request.user.email if request.user.is_authenticated else None
+        try:
+            services.invitation_check(found, email=email)
+        except services.InvitationRefused as exc:
+            refusal = exc
+    if refusal is not None:
+        request.session.pop(INVITATION_SESSION_KEY, None)
+        status = {"invalid": 404, "foreign": 403}.get(refusal.reason, 410)
+        return render(
+            request,
+            "tenants/invitation.html",
+            {"refusal": refusal, "invitation": found},
+            status=status,
+        )
+    assert found is not None
+    if not request.user.is_authenticated:
+        request.session[INVITATION_SESSION_KEY] = token
+        # Holding the link proves the address: an account made from it needs no extra e-mail.
+        get_adapter(request).stash_verified_email(request, found.email)
+        has_account = get_user_model().objects.filter(email__iexact=found.email).exists()
+        here = quote(request.path)
+        return render(
+            request,
+            "tenants/invitation.html",
+            {"invitation": found, "has_account": has_account, "next": here},
+        )
+    if request.method == "POST":
+        try:
+            membership = services.invitation_accept(token=token, user=request.user)
+        except services.InvitationRefused as exc:
+            return render(
+                request,
+                "tenants/invitation.html",
+                {"refusal": exc, "invitation": found},
+                status=409,
+            )
+        request.session.pop(INVITATION_SESSION_KEY, None)
+        organization_switch(request, membership.organization.public_id)
+        messages.success(
+            request,
+            f"Welcome to {membership.organization.name}: you are {membership.get_role_display()}.",
+        )
+        return redirect("/")
+    return render(request, "tenants/invitation.html", {"invitation": found, "signed_in": True})
+
+
+# --- Organization settings, deletion --------------------------------------------------------------
+
+
+@role_required(*MANAGERS)
+@require_http_methods(["GET", "POST"])
+def settings_page(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    form = OrganizationSettingsForm(instance=organization)
+    if request.method == "POST":
+        form = OrganizationSettingsForm(request.POST, instance=_fresh(organization))
+        if form.is_valid():
+            services.organization_update(
+                organization=_fresh(organization),
+                name=form.cleaned_data["name"],
+                require_2fa=form.cleaned_data["require_2fa"],
+                actor=_actor(request),
+            )
+            messages.success(request, "Settings saved.")
+            return redirect("organization_settings")
+    return render(
+        request,
+        "tenants/settings.html",
+        {
+            "form": form,
+            "delete_form": OrganizationDeleteForm(organization=organization),
+            "is_owner": request.membership.role == OWNER,  # type: ignore[attr-defined]
+        },
+    )
+
+
+def _fresh(obj: Model) -> Any:
+    return type(obj)._default_manager.get(pk=obj.pk)
+
+
+@role_required(OWNER)
+@require_POST
+def organization_delete(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    form = OrganizationDeleteForm(request.POST, organization=organization)
+    if not form.is_valid():
+        return render(
+            request,
+            "tenants/settings.html",
+            {
+                "form": OrganizationSettingsForm(instance=organization),
+                "delete_form": form,
+                "is_owner": True,
+            },
+            status=400,
+        )
+    name = organization.name
+    services.organization_delete(organization=organization, actor=_actor(request))
+    request.session.pop("organization", None)
+    messages.success(request, f"{name} and everything in it has been deleted.")
+    return redirect("/")
+
+
+# --- Audit log ------------------------------------------------------------------------------------
+
+
+@role_required()
+@require_GET
+def audit_log(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-seq")
+    action = request.GET.get("action", "").strip()[:64]
+    target = request.GET.get("target", "").strip()[:64]
+    if action:
+        # "api_key" shows every api_key.* event; "api_key.created" only those.
+        events = events.filter(action__startswith=action)
+    if target:
+        events = events.filter(target=target)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    actions = (
+        AuditEvent.objects.filter(organization_id=organization.pk)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+    query = "&".join(
+        f"{name}={quote(value)}"
+        for name, value in (("action", action), ("target", target))
+        if value
+    )
+    return render(
+        request,
+        "tenants/audit_log.html",
+        {
+            "page": page,
+            "action": action,
+            "target": target,
+            "actions": actions,
+            "query": query,
+            "chain": audit_verify_chain(organization_id=organization.pk),
+        },
+    )
+
+
+# --- Two-factor -----------------------------------------------------------------------------------
+
+
+def _totp_qr_svg(device: TOTPDevice) -> str:
+    """The otpauth:// URI as an inline SVG, rendered here (the secret never leaves the page)."""
+    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    return image.to_string(encoding="unicode")
+
+
+def _manual_key(device: TOTPDevice) -> str:
+    secret = base64.b32encode(device.bin_key).decode("ascii").rstrip("=")
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+def _confirmed_totp(user: Any) -> TOTPDevice | None:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).first()
+
+
+def _login_required(request: HttpRequest) -> HttpResponse | None:
+    if request.user.is_authenticated:
+        return None
+    return redirect_to_login(request.get_full_path())
+
+
+@require_GET
+def two_factor(request: HttpRequest) -> HttpResponse:
+    """Status: on (with recovery codes left) or off (a link to set it up)."""
+    if (response := _login_required(request)) is not None:
+        return response
+    device = _confirmed_totp(request.user)
+    remaining = StaticToken.objects.filter(device__user=request.user).count()
+    return render(
+        request, "tenants/two_factor.html", {"device": device, "recovery_remaining": remaining}
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def two_factor_setup(request: HttpRequest) -> HttpResponse:
+    if (response := _login_required(request)) is not None:
+        return response
+    if _confirmed_totp(request.user) is not None:
+        return redirect("two_factor")
+    device = TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
+    if device is None:
+        device = TOTPDevice.objects.create(
+            user=request.user, name="Authenticator app", confirmed=False
+        )
+    form = CodeForm()
+    if request.method == "POST":
+        form = CodeForm(request.POST)
+        if form.is_valid():
+            refusal = _check_code(device, form.cleaned_data["code"])
+            if refusal is None:
+                codes = services.two_factor_enable(user=request.user, device=device)
+                django_otp.login(request, device)
+                messages.success(request, "Two-factor authentication is on.")
+                return render(
+                    request,
+                    "tenants/recovery_codes.html",
+                    {"codes": codes, "next": _safe_next(request)},
+                )
+            form.add_error("code", refusal)
+    return render(
+        request,
+        "tenants/two_factor_setup.html",
+        {
+            "form": form,
+            "qr_svg": _totp_qr_svg(device),
+            "manual_key": _manual_key(device),
+            "next": _safe_next(request, ""),
+        },
+    )
+
+
+def _check_code(device: Any, code: str) -> str | None:
+    """None if ``device`` accepts ``code``, else why not. A device locked by earlier failures
+    (django-otp's throttling: 2^(n-1) seconds after the n-th) is not even asked."""
+    allowed, details = device.verify_is_allowed()
+    if not allowed:
+        locked_until = (details or {}).get("locked_until")
+        wait = (
+            max(1, int((locked_until - timezone.now()).total_seconds()) + 1) if locked_until else 1
+        )
+        return f"Too many wrong codes. Wait {wait} seconds before trying again."
+    if device.verify_token(code):
+        return None
+    return "That code is not right. Check your authenticator app's clock and try again."
+
+
+def _verify_code(user: Any, code: str) -> tuple[Any, str]:
+    """The device that accepts ``code`` (a 6-digit TOTP code, or a recovery code), or None and
+    why not."""
+    if code.isdigit():
+        devices = list(TOTPDevice.objects.filter(user=user, confirmed=True))
+    else:
+        devices = list(StaticDevice.objects.filter(user=user, confirmed=True))
+    refusal = "That is not a code from your authenticator app or a recovery code."
+    for device in devices:
+        refusal = _check_code(device, code) or ""
+        if not refusal:
+            return device, ""
+    return None, refusal
+
+
+@require_http_methods(["GET", "POST"])
+def two_factor_verify(request: HttpRequest) -> HttpResponse:
+    """The step after the password: a code from the authenticator app, or a recovery code."""
+    if (response := _login_required(request)) is not None:
+        return response
+    next_url = _safe_next(request)
+    if request.user.is_verified():  # type: ignore[attr-defined]
+        return HttpResponseRedirect(next_url)
+    if (
+        _confirmed_totp(request.user) is None
+        and not StaticDevice.objects.filter(user=request.user).exists()
+    ):
+        return redirect("two_factor_setup")
+    form = CodeForm()
+    if request.method == "POST":
+        form = CodeForm(request.POST)
+        if form.is_valid():
+            device, refusal = _verify_code(request.user, form.cleaned_data["code"])
+            if device is not None:
+                django_otp.login(request, device)
+                if isinstance(device, StaticDevice):
+                    left = StaticToken.objects.filter(device=device).count()
+                    messages.warning(
+                        request,
+                        f"You used a recovery code; {left} left. "
+                        "Generate new ones on the two-factor page if you are running low.",
+                    )
+                return HttpResponseRedirect(next_url)
+            form.add_error("code", refusal)
+    return render(request, "tenants/two_factor_verify.html", {"form": form, "next": next_url})
+
+
+@require_POST
+def two_factor_recovery_codes(request: HttpRequest) -> HttpResponse:
+    if (response := _login_required(request)) is not None:
+        return response
+    if _confirmed_totp(request.user) is None:
+        return redirect("two_factor_setup")
+    codes = services.two_factor_recovery_codes_regenerate(user=request.user)
+    return render(request, "tenants/recovery_codes.html", {"codes": codes, "next": "/"})
+
+
+@require_POST
+def two_factor_disable(request: HttpRequest) -> HttpResponse:
+    """Turn two-factor off; needs a current code, like any change that weakens the account."""
+    if (response := _login_required(request)) is not None:
+        return response
+    form = CodeForm(request.POST)
+    device, refusal = (None, "Enter a code.")
+    if form.is_valid():
+        device, refusal = _verify_code(request.user, form.cleaned_data["code"])
+    if device is None:
+        messages.error(request, refusal)
+        return redirect("two_factor")
+    services.two_factor_disable(user=request.user)
+    messages.success(request, "Two-factor authentication is off.")
+    return redirect("two_factor")
