@@ -26,6 +26,7 @@ from awaithuman.middleware import new_request_id
 from awaithuman.problems import PROBLEM_CONTENT_TYPE, problem_body
 from tenants.console import current_membership
 from tenants.ids import is_public_id
+from tenants.middleware import session_second_factor_pending
 from tenants.models import Membership, Organization, Scope
 from tenants.ratelimit import rate_limit_hit
 from tenants.services import KeyRejected, api_key_authenticate
@@ -259,8 +260,14 @@ def _membership_ids(organization_id: int) -> frozenset[int]:
 
 
 def queue_membership(user: Any, session: Any) -> Membership | None:
-    """The membership a console session works in (the same choice the console pages make)."""
-    return current_membership(SimpleNamespace(user=user, session=session))  # type: ignore[arg-type]
+    """The membership a console session works in (the same choice the console pages make), or
+    None while the session still owes its second factor (the pages would redirect it)."""
+    membership = current_membership(SimpleNamespace(user=user, session=session))  # type: ignore[arg-type]
+    if membership is None:
+        return None
+    if session_second_factor_pending(user, session, membership.organization):
+        return None
+    return membership
 
 
 memberships = MembershipCache(ttl=5.0)

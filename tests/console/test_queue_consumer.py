@@ -153,3 +153,16 @@ async def test_a_signed_in_person_without_membership_is_refused(acme):
     ok, code = await communicator.connect()
     assert not ok
     assert code == CLOSE_REMOVED
+
+
+def _add_confirmed_totp_device(tenant: Tenant, name: str) -> None:
+    tenant.members[name].user.totpdevice_set.create(name="phone", confirmed=True)
+
+
+async def test_a_session_that_owes_its_second_factor_is_refused(acme):
+    """Password alone is not a sign-in for someone with two-factor: the pages would send them to
+    the verify step, and the websocket must not stream the queue to them either."""
+    await sync_to_async(_add_confirmed_totp_device)(acme, "bob")
+    ok, code = await (await socket(acme, "bob")).connect()
+    assert not ok
+    assert code == CLOSE_REMOVED
