@@ -49,9 +49,12 @@ class Command(BaseCommand):
             f"""
 AwaitHuman is running at {base}
 
-  Sign in to the admin:  {base}/admin/
-      e-mail / user:     {OWNER_EMAIL}
-      password:          {demo["password"]}
+  Console (live queue):  {base}/
+      operator:          {OPERATOR_EMAIL}
+      owner:             {OWNER_EMAIL}
+      password (both):   {demo["password"]}
+  Django admin:          {base}/admin/  (the owner, after setting up two-factor at
+                         {base}/account/2fa/setup/)
   API docs:              {base}/api/docs/
 
   Demo agent key ({AGENT_NAME}):   {demo["agent_key"]}
