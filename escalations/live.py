@@ -19,11 +19,13 @@ import asyncio
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import close_old_connections
 from django.db.models import Case, Count, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
@@ -61,23 +63,25 @@ def _chain_seq() -> Subquery:
     )
 
 
+def _approvals() -> Coalesce:
+    # A correlated count, not a join + GROUP BY over every selected column.
+    return Coalesce(
+        Subquery(
+            Response.objects.filter(escalation=OuterRef("pk"), outcome=Response.Outcome.APPROVE)
+            .values("escalation")
+            .annotate(count=Count("pk"))
+            .values("count")[:1],
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
+
+
 def _queue_queryset() -> QuerySet[Escalation]:
     return (
         Escalation.objects.select_related("agent", "assignee__user")
         .annotate(
-            # A correlated count, not a join + GROUP BY over every selected column.
-            approvals=Coalesce(
-                Subquery(
-                    Response.objects.filter(
-                        escalation=OuterRef("pk"), outcome=Response.Outcome.APPROVE
-                    )
-                    .values("escalation")
-                    .annotate(count=Count("pk"))
-                    .values("count")[:1],
-                    output_field=IntegerField(),
-                ),
-                Value(0),
-            ),
+            approvals=_approvals(),
             priority_rank=Case(
                 *(When(priority=name, then=Value(rank)) for name, rank in PRIORITY_RANK.items()),
                 default=Value(len(PRIORITY_RANK)),
@@ -154,10 +158,11 @@ def queue_snapshot(organization: Organization) -> dict[str, Any]:
 def queue_frame(escalation_id: int, event: str) -> tuple[str, str] | None:
     """The group and the encoded delta frame for one event, or None if the row is gone."""
     escalation = (
-        _queue_queryset()
-        .select_related("organization")
-        .annotate(seq=_chain_seq())
+        Escalation.objects.select_related("agent", "assignee__user", "organization")
+        .annotate(approvals=_approvals(), seq=_chain_seq())
+        .defer(*QUEUE_DEFERRED)
         .filter(pk=escalation_id)
+        .order_by()
         .first()
     )
     if escalation is None:
@@ -220,14 +225,23 @@ def group_send(group: str, message: dict[str, Any]) -> None:
     future.result(SEND_TIMEOUT_SECONDS)
 
 
+# One worker: frames leave in the order their events committed in this process.
+_broadcasts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-queue")
+
+
 def queue_broadcast(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
     """Escalations hook: push a delta frame for ``event`` to the organization's operators.
 
-    Runs after commit; the decision stands whatever happens here, so a failure is logged and the
+    Runs after commit, and hands the work to a background thread: the API response that made the
+    change (an agent's create, an operator's answer) does not wait for the frame to be read,
+    encoded and sent. The decision stands whatever happens there; a failure is logged and the
     clients catch up at their next resync.
     """
-    if event not in QUEUE_EVENTS:
-        return
+    if event in QUEUE_EVENTS:
+        _broadcasts.submit(_broadcast, escalation_id, event)
+
+
+def _broadcast(escalation_id: int, event: str) -> None:
     try:
         built = queue_frame(escalation_id, event)
         if built is not None:
@@ -237,3 +251,5 @@ def queue_broadcast(escalation_id: int, event: str, payload: dict[str, Any]) -> 
         logger.exception(
             "could not push %s of escalation %s to the live queue", event, escalation_id
         )
+    finally:
+        close_old_connections()
