@@ -22,16 +22,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from escalations.consumers import QueueConsumer, WaitConsumer  # noqa: E402
+from escalations.consumers import QueueConsumer, wait_endpoint  # noqa: E402
 from escalations.timers import start_in_process_ticker  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
-                re_path(
-                    r"^api/v1/escalations/(?P<public_id>[^/]+)/wait/?$", WaitConsumer.as_asgi()
-                ),
+                re_path(r"^api/v1/escalations/(?P<public_id>[^/]+)/wait/?$", wait_endpoint),
                 re_path(r"", django_application),
             ]
         ),

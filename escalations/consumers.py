@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -142,27 +141,46 @@ def in_thread(function: Any) -> Any:
     return database_sync_to_async(function, thread_sensitive=False)
 
 
-class WaitConsumer(AsyncHttpConsumer):
-    # No channel layer: a waiter is woken by the dispatcher, and a per-request layer channel
-    # (a receive task each) would only cost memory.
-    channel_layer_alias = None
+class WaitEndpoint:
+    """The long-poll as a plain ASGI application (routed in ``awaithuman.asgi``).
 
-    async def handle(self, body: bytes) -> None:
+    Not a Channels consumer: a consumer per request carries its own dispatch tasks and state for
+    the whole wait, which cost several times the memory of the wait itself (bench/RESULTS.md).
+    While parked a request holds only its ids, a future and the response headers.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request_id = new_request_id(
-            dict(self.scope["headers"]).get(b"x-request-id", b"").decode("latin-1") or None
+            dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1") or None
         )
-        if self.scope["method"] not in ("GET", "HEAD"):
+        reply = await self._reply(scope)
+        content_type = PROBLEM_CONTENT_TYPE if reply.is_problem else "application/json"
+        headers = [
+            (b"Content-Type", content_type.encode()),
+            (b"X-Request-Id", request_id.encode()),
+            (b"Cache-Control", b"no-store"),
+        ]
+        headers += [(name.encode(), value.encode()) for name, value in reply.headers.items()]
+        body = (
+            b""
+            if scope["method"] == "HEAD"
+            else json.dumps(reply.body, separators=(",", ":")).encode()
+        )
+        headers.append((b"Content-Length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _reply(self, scope: dict[str, Any]) -> Reply:
+        if scope["method"] not in ("GET", "HEAD"):
             reply = _problem(405, "method-not-allowed", "Use GET to wait for an escalation.")
             reply.headers["Allow"] = "GET, HEAD"
-            await self._send(reply, request_id)
-            return
-        public_id = self.scope["url_route"]["kwargs"]["public_id"]
-        timeout = parse_timeout(self.scope.get("query_string", b""))
+            return reply
+        public_id = scope["url_route"]["kwargs"]["public_id"]
+        timeout = parse_timeout(scope.get("query_string", b""))
         if isinstance(timeout, Reply):
-            await self._send(timeout, request_id)
-            return
+            return timeout
         deadline = time.monotonic() + timeout
-        plaintext = _bearer(dict(self.scope["headers"]))
+        plaintext = _bearer(dict(scope["headers"]))
 
         # Register (and be subscribed) before the first read, so no decision slips between.
         future = await dispatcher.register(public_id)
@@ -187,22 +205,10 @@ class WaitConsumer(AsyncHttpConsumer):
                 reply.headers = {**headers, **reply.headers}
         finally:
             dispatcher.unregister(public_id, future)
-        await self._send(reply, request_id)
+        return reply
 
-    async def _send(self, reply: Reply, request_id: str) -> None:
-        content_type = PROBLEM_CONTENT_TYPE if reply.is_problem else "application/json"
-        headers = [
-            (b"Content-Type", content_type.encode()),
-            (b"X-Request-Id", request_id.encode()),
-            (b"Cache-Control", b"no-store"),
-        ]
-        headers += [(name.encode(), value.encode()) for name, value in reply.headers.items()]
-        body = (
-            b""
-            if self.scope["method"] == "HEAD"
-            else json.dumps(reply.body, separators=(",", ":")).encode()
-        )
-        await self.send_response(reply.status, body, headers=headers)
+
+wait_endpoint = WaitEndpoint()
 
 
 # --- The live queue -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from awaithuman.asgi import application
-from escalations.consumers import WaitConsumer
+from escalations.consumers import wait_endpoint
 from escalations.models import Escalation, Policy
 from escalations.urls import urlpatterns
 from tenants.ids import encode_base62, random_base62
@@ -116,7 +116,7 @@ def test_every_api_route_and_method_is_in_the_isolation_table():
 
 def test_the_wait_route_is_the_only_route_served_ahead_of_django():
     *ahead, django = application.application_mapping["http"].routes
-    assert [route.callback.consumer_class for route in ahead] == [WaitConsumer]
+    assert [route.callback for route in ahead] == [wait_endpoint]
     assert ahead[0].pattern.match(path_for(WAIT_ROUTE, UNKNOWN_ID).split("?")[0].lstrip("/"))
     assert {route for route, _ in WAIT_BY_ID} == {WAIT_ROUTE}
     assert str(django.pattern) == ""
