@@ -33,10 +33,20 @@ def pytest_configure() -> None:
     settings.TIMERS_IN_PROCESS = False
     # Personas get passwords; the production hasher's cost would dominate the suite's time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # No connection pool in the test process: tests start plain threads (races, bursts) whose
+    # connections never go back to a pool, and a pool of 20 would run dry mid-suite. The pool is
+    # still exercised where it matters: the real servers of tests/live.py run with it.
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+    # Tasks run in the test process (as in the embedded default) even when REDIS_URL is set:
+    # nothing else would consume them. Tests of real workers start their own (tests/live.py).
+    from awaithuman.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_database_pools(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+def _end_stray_sessions(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
     """Async tests touch the database from asgiref's worker threads, whose connections outlive
     the test; end those sessions before pytest-django drops the test database (PostgreSQL refuses
     to drop a database that has sessions)."""
@@ -49,8 +59,6 @@ def _close_database_pools(django_db_setup: Any, django_db_blocker: Any) -> Itera
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        if connection.pool is not None:
-            connection.close_pool()
 
 
 @pytest.fixture(autouse=True)

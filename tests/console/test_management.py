@@ -3,11 +3,13 @@ roles on every page and action; another organization's objects are 404 everywher
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.test import Client
@@ -147,12 +149,21 @@ def test_removing_a_member_ends_access_and_tells_the_live_queue(
     assert bob_client.get("/org/members/").status_code == 200
     layer = get_channel_layer()
     group = f"org.{acme.organization.public_id}"
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = as_(acme, "alice").post(f"/org/members/{bob.public_id}/remove/")
+
+    def remove_bob() -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            return as_(acme, "alice").post(f"/org/members/{bob.public_id}/remove/")
+
+    async def listen_while_removing() -> tuple[Any, dict]:
+        # One event loop for the whole exchange: the Redis pub/sub layer keeps its channels
+        # per loop, as a consumer does.
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        response = await sync_to_async(remove_bob)()
+        return response, await asyncio.wait_for(layer.receive(channel), 5)
+
+    response, message = async_to_sync(listen_while_removing)()
     assert response.status_code == 302
-    message = async_to_sync(layer.receive)(channel)
     assert message == {"type": "membership.removed", "membership": bob.public_id}
     assert bob_client.get("/org/members/").status_code == 403
     assert acme.client_for("bob").get("/api/v1/escalations").status_code == 401
