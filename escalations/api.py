@@ -71,6 +71,10 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 100
 
+    invalid_cursor_message = (
+        "The cursor is not one this API returned (or has expired); list again without it."
+    )
+
 
 class EscalationListCreateView(KeyedAPIView):
     required_scope = {"GET": Scope.ESCALATIONS_READ, "POST": Scope.ESCALATIONS_WRITE}
@@ -79,8 +83,6 @@ class EscalationListCreateView(KeyedAPIView):
         operation_id="escalations_list",
         parameters=[
             ListQuerySerializer,
-            OpenApiParameter("limit", int, description="Page size (1–100, default 50)."),
-            OpenApiParameter("cursor", str, description="The `next` cursor of the last page."),
         ],
         responses={200: EscalationPageSerializer, **PROBLEMS},
     )

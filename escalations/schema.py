@@ -8,11 +8,26 @@ from typing import Any
 STRICT_REQUEST_COMPONENTS = ("EscalationCreateRequest", "ActionRequest", "ResponseCreateRequest")
 
 
+# A question cannot be approved when it times out (there is nothing to approve).
+QUESTION_NOT_APPROVED_ON_TIMEOUT = {
+    "not": {
+        "type": "object",
+        "properties": {"kind": {"enum": ["question"]}, "on_timeout": {"enum": ["approve"]}},
+        "required": ["kind", "on_timeout"],
+    }
+}
+
+
 def forbid_unknown_fields(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """Say in the spec what the serializers enforce beyond single fields."""
     schemas = result.get("components", {}).get("schemas", {})
     for name in STRICT_REQUEST_COMPONENTS:
         if name in schemas:
             schemas[name]["additionalProperties"] = False
+    if "EscalationCreateRequest" in schemas:
+        schemas["EscalationCreateRequest"].setdefault("allOf", []).append(
+            QUESTION_NOT_APPROVED_ON_TIMEOUT
+        )
     return result
 
 

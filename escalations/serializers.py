@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -33,8 +34,20 @@ class _ObjectSchemaField(JSONObjectField):
     pass
 
 
+# "Something besides white space", spelled out as JSON Schema (ECMAScript) sees white space, so
+# the documented pattern and the server agree on every string.
+_SPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_ONLY_SPACE = RegexValidator(f"[^{_SPACE}]", message="Must not be blank.")
+
+
 class StrictCharField(serializers.CharField):
-    """A JSON string. DRF's ``CharField`` would quietly turn ``123`` into ``"123"``."""
+    """A JSON string, kept as sent. DRF's ``CharField`` would quietly turn ``123`` into
+    ``"123"``, and trim white space by Python's rules (which differ from JSON Schema's), so a
+    string that meets the documented ``minLength`` could come out blank."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -51,12 +64,16 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-CALLBACK_URL_PATTERN = r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"
-
-
-@extend_schema_field(
-    {"type": "string", "maxLength": 2000, "pattern": CALLBACK_URL_PATTERN, "format": "uri"}
+# http(s), a host (no userinfo, no bracketed literal), then no spaces or control characters.
+# Character classes, not ``\s``: Python's and ECMAScript's ``\s`` differ (e.g. on U+0085), and
+# clients validate against this pattern with the latter.
+CALLBACK_URL_PATTERN = (
+    r"^https?://[^\x00-\x20\x7f-\x9f/?#@:\[\]][^\x00-\x20\x7f-\x9f/?#@\[\]]*"
+    r"(?:[/?#][^\x00-\x20\x7f-\x9f]*)?$"
 )
+
+
+@extend_schema_field({"type": "string", "maxLength": 2000, "pattern": CALLBACK_URL_PATTERN})
 class CallbackUrlField(serializers.CharField):
     """An http(s) URL with a host. Whether the host may be reached is decided at delivery time,
     when it is resolved (an allow-list at save time would be defeated by DNS changes)."""
@@ -65,9 +82,16 @@ class CallbackUrlField(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
-        if value and (not re.match(CALLBACK_URL_PATTERN, value) or not urlsplit(value).hostname):
+        if value and not (re.match(CALLBACK_URL_PATTERN, value) and _has_host(value)):
             self.fail("invalid")
         return value
+
+
+def _has_host(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 class StrictFieldsMixin:
@@ -101,8 +125,8 @@ class ContextSerializer(serializers.Serializer):
     """The agent's picture: reasoning, tool calls and conversation; other keys are kept as sent."""
 
     reasoning = StrictCharField(required=False, allow_blank=True, max_length=200_000)
-    tool_calls = serializers.ListField(child=serializers.JSONField(), required=False)
-    messages = serializers.ListField(child=serializers.JSONField(), required=False)
+    tool_calls = serializers.ListField(child=serializers.JSONField(allow_null=True), required=False)
+    messages = serializers.ListField(child=serializers.JSONField(allow_null=True), required=False)
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -113,7 +137,7 @@ class ContextSerializer(serializers.Serializer):
 
 class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
-    title = StrictCharField(max_length=300)
+    title = StrictCharField(max_length=300, validators=[NOT_ONLY_SPACE])
     action = ActionSerializer(required=False, allow_null=True)
     context = ContextSerializer(required=False)
     response_schema = _ObjectSchemaField(required=False, allow_null=True)
@@ -149,8 +173,15 @@ class ResponseCreateSerializer(StrictFieldsMixin, serializers.Serializer):
 
 class ListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Escalation.Status.choices, required=False)
-    external_id = serializers.CharField(max_length=200, required=False, trim_whitespace=False)
-    agent = serializers.CharField(max_length=32, required=False)
+    # Blank is a filter too: the escalations created without an external id.
+    external_id = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, trim_whitespace=False
+    )
+    agent = serializers.CharField(
+        max_length=32, required=False, allow_blank=True, trim_whitespace=False
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    cursor = serializers.CharField(max_length=1000, required=False)
 
 
 class RefSerializer(serializers.Serializer):
