@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "audit",
     "tenants",
     "escalations",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -266,6 +267,67 @@ CELERY_BEAT_SCHEDULE["billing-grace-expire"] = {
 MIDDLEWARE.append("tenants.billing_views.PlanLimitMiddleware")
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("tenants.billing_views.billing_context")
 
+# --- Notification providers (notifications/transports/) --------------------------------------
+# Each provider is off until its credentials are set. Base URLs are settings so tests (and a
+# regional or proxied deployment) can point them elsewhere; the inbound webhooks that answer
+# escalations from a channel live under /hooks/ (notifications/inbound_urls.py).
+NOTIFICATION_HTTP_TIMEOUT = envint("NOTIFICATION_HTTP_TIMEOUT", 15, minimum=1)
+# Twilio (SMS and WhatsApp).
+TWILIO_API_BASE = envstr("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
+TWILIO_ACCOUNT_SID = envstr("TWILIO_ACCOUNT_SID")
+TWILIO_AUTH_TOKEN = envstr("TWILIO_AUTH_TOKEN")
+TWILIO_FROM_NUMBER = envstr("TWILIO_FROM_NUMBER")
+TWILIO_WHATSAPP_FROM = envstr("TWILIO_WHATSAPP_FROM")
+# Optional Content Template (twilio/quick-reply) for WhatsApp approve/reject buttons; see
+# notifications/transports/twilio.py for the variables it receives.
+TWILIO_WHATSAPP_CONTENT_SID = envstr("TWILIO_WHATSAPP_CONTENT_SID")
+# Telegram Bot API.
+TELEGRAM_API_BASE = envstr("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/")
+TELEGRAM_BOT_TOKEN = envstr("TELEGRAM_BOT_TOKEN")
+TELEGRAM_BOT_USERNAME = envstr("TELEGRAM_BOT_USERNAME")
+TELEGRAM_WEBHOOK_SECRET = envstr("TELEGRAM_WEBHOOK_SECRET")
+# Slack app (bot token + signing secret of its interactivity endpoint).
+SLACK_API_BASE = envstr("SLACK_API_BASE", "https://slack.com/api").rstrip("/")
+SLACK_BOT_TOKEN = envstr("SLACK_BOT_TOKEN")
+SLACK_SIGNING_SECRET = envstr("SLACK_SIGNING_SECRET")
+# Web Push (VAPID): `python manage.py vapid_keys` prints a pair.
+VAPID_PUBLIC_KEY = envstr("VAPID_PUBLIC_KEY")
+VAPID_PRIVATE_KEY = envstr("VAPID_PRIVATE_KEY")
+VAPID_SUBJECT = envstr("VAPID_SUBJECT", "mailto:admin@localhost")
+if bool(VAPID_PUBLIC_KEY) != bool(VAPID_PRIVATE_KEY):
+    raise ImproperlyConfigured("VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together")
+
+# --- Notification delivery (notifications/services.py, notifications/tasks.py) ------------------
+# A worker holds a claimed delivery this long; a worker killed mid-send leaves it ``sending``
+# until then, and the sweep may claim it again.
+NOTIFICATION_DELIVERY_LEASE_SECONDS = envint("NOTIFICATION_DELIVERY_LEASE_SECONDS", 60, minimum=1)
+# Transient failures retry after base × 2^(attempt-1) seconds with jitter (or the provider's
+# Retry-After when longer), up to this many attempts; then the person's next contact point.
+NOTIFICATION_DELIVERY_MAX_ATTEMPTS = envint("NOTIFICATION_DELIVERY_MAX_ATTEMPTS", 6, minimum=1)
+NOTIFICATION_RETRY_BASE_SECONDS = envint("NOTIFICATION_RETRY_BASE_SECONDS", 5, minimum=1)
+# How often the sweep re-queues deliveries whose task was lost or whose lease ran out.
+NOTIFICATION_SWEEP_SECONDS = envint("NOTIFICATION_SWEEP_SECONDS", 5, minimum=1)
+CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
+    "task": "notifications.tasks.deliveries_due",
+    "schedule": float(NOTIFICATION_SWEEP_SECONDS),
+    "options": {"expires": NOTIFICATION_SWEEP_SECONDS * 2},
+}
+
+# --- Agent callbacks and outbound webhooks (notifications/callbacks.py, notifications/ssrf.py) ---
+# Outbound URLs resolving to private, loopback, link-local, CGNAT, … addresses are refused at
+# connect time, except in the embedded default, where local receivers are the point.
+OUTBOUND_ALLOW_PRIVATE = envbool("OUTBOUND_ALLOW_PRIVATE", EMBEDDED)
+WEBHOOK_TIMEOUT_SECONDS = 15.0
+# Seconds before each attempt, counted from the previous failure (DESIGN.md § Agent callbacks);
+# each delay gets ±10 % jitter. Tests shorten it.
+WEBHOOK_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600
+CELERY_BEAT_SCHEDULE["webhook-messages-due"] = {
+    "task": "notifications.callback_tasks.webhook_messages_due",
+    "schedule": 1.0,
+    "options": {"expires": 5},
+}
+
 # --- Auth, i18n, static ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -358,5 +420,10 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO: callback URLs and provider paths (a
+        # Telegram bot token) can carry secrets.
+        "httpx": {"level": "WARNING"},
+    },
 }

@@ -192,6 +192,10 @@ TIMELINE_LABELS = {
     "response.submitted": "answered: {outcome}",
     "escalation.decided": "decided: {outcome}",
     "policy.condition_failed": "policy condition failed",
+    "delivery.queued": "queued {count} notification(s) (level {level})",
+    "delivery.sent": "notified {email} by {channel}",
+    "delivery.attempt_failed": "could not reach {email} by {channel} yet; retrying",
+    "delivery.failed": "failed to notify {email} by {channel}",
 }
 
 
@@ -204,7 +208,12 @@ def _timeline(escalation: Escalation) -> list[dict[str, Any]]:
         data = event.data if isinstance(event.data, dict) else {}
         template = TIMELINE_LABELS.get(event.action, event.action)
         try:
-            what = template.format(**{key: data.get(key, "") for key in ("level", "outcome")})
+            what = template.format(
+                **{
+                    key: data.get(key, "")
+                    for key in ("level", "outcome", "channel", "count", "email")
+                }
+            )
         except (KeyError, ValueError):
             what = event.action
         timeline.append(

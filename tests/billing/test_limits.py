@@ -142,24 +142,29 @@ def test_escalations_in_flight_can_still_be_answered_past_the_quota(
     assert answer.json()["status"] == "approved"
 
 
+def _billing_mail() -> list[Any]:
+    """The outbox without the escalations' own notifications to operators."""
+    return [message for message in mail.outbox if APPROVAL["title"] not in message.subject]
+
+
 def test_owners_are_told_once_at_80_and_once_at_100_percent(
     acme: Any, billing_on: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     _used(acme.organization, 398)
     with django_capture_on_commit_callbacks(execute=True):
         create_escalation(acme)  # 399
-    assert mail.outbox == []
+    assert _billing_mail() == []
     for _ in range(3):  # 400 (80 %), 401, 402
         with django_capture_on_commit_callbacks(execute=True):
             create_escalation(acme)
-    assert len(mail.outbox) == 1
-    assert mail.outbox[0].to == ["alice@acme.test"]
-    assert "80%" in mail.outbox[0].subject
+    assert len(_billing_mail()) == 1
+    assert _billing_mail()[0].to == ["alice@acme.test"]
+    assert "80%" in _billing_mail()[0].subject
     _used(acme.organization, 499)
     with django_capture_on_commit_callbacks(execute=True):
         create_escalation(acme)  # 500
-    assert len(mail.outbox) == 2
-    assert "all 500 escalations" in mail.outbox[1].subject
+    assert len(_billing_mail()) == 2
+    assert "all 500 escalations" in _billing_mail()[1].subject
     reached = AuditEvent.objects.filter(
         organization_id=acme.organization.pk, action="billing.quota_threshold_reached"
     )

@@ -15,17 +15,22 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
+from django.urls import get_resolver
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from awaithuman.asgi import application
 from escalations.consumers import wait_endpoint
 from escalations.models import Escalation, Policy
-from escalations.urls import urlpatterns
+from escalations.urls import urlpatterns as escalation_urlpatterns
+from notifications.callback_urls import urlpatterns as callback_urlpatterns
 from tenants.ids import encode_base62, random_base62
 from tenants.models import ApiKey
 from tenants.services import SYSTEM_ACTOR, api_key_create, api_key_revoke
 from tests.conftest import APPROVAL, Tenant, api_client, create_escalation
+
+# Every module included under /api/v1/ (awaithuman/urls.py).
+urlpatterns = [*escalation_urlpatterns, *callback_urlpatterns]
 
 PROBLEM = "application/problem+json"
 UNKNOWN_ID = "esc_00000000000000000000"
@@ -40,6 +45,9 @@ BY_ID = {
     ("escalation-claim", "POST"): "personal",
     ("escalation-claim", "DELETE"): "personal",
     ("escalation-responses", "POST"): "personal",
+    ("escalation-callbacks", "GET"): "agent",
+    ("escalation-callbacks", "HEAD"): "personal",
+    ("escalation-callbacks-replay", "POST"): "agent",
 }
 WAIT_BY_ID = {(WAIT_ROUTE, "GET"): "agent", (WAIT_ROUTE, "HEAD"): "personal"}
 COLLECTIONS = {
@@ -112,6 +120,15 @@ def acme_claimed(acme: Tenant) -> str:
 
 def test_every_api_route_and_method_is_in_the_isolation_table():
     assert django_routes() == set(BY_ID) | COLLECTIONS | OPTIONS
+
+
+def test_the_table_covers_every_module_included_under_api_v1():
+    included = [
+        pattern.urlconf_module.__name__
+        for pattern in get_resolver().url_patterns
+        if str(pattern.pattern) == "api/v1/"
+    ]
+    assert included == ["escalations.urls", "notifications.callback_urls"]
 
 
 def test_the_wait_route_is_the_only_route_served_ahead_of_django():

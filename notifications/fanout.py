@@ -1,0 +1,35 @@
+"""Fan-out: when an escalation enters a level, one Delivery per target person.
+
+Registered as an escalations hook in ``NotificationsConfig.ready``. The hook runs after the
+escalation's transaction has committed, in whichever process made the change (the API process
+for a new escalation, the worker or in-process ticker for a timer step), so the fan-out opens a
+transaction of its own; ``services.deliveries_fan_out`` is idempotent, so a hook run twice for
+one event notifies nobody twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+
+def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
+    """Called after commit for every escalation event (see ``escalations.hooks``)."""
+    if event not in services.NOTIFYING_EVENTS:
+        return
+    if settings.TIMERS_IN_PROCESS:
+        from .sweeper import start_in_process_sweeper
+
+        start_in_process_sweeper()
+    try:
+        services.deliveries_fan_out(escalation_id=escalation_id, event=event, payload=payload)
+    except Exception:
+        # The escalation itself is committed and must not turn into an error for its caller;
+        # the level's timer and the live queue still reach people.
+        logger.exception("fan-out of %s for escalation %s failed", event, escalation_id)

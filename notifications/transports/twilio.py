@@ -1,0 +1,137 @@
+"""SMS and WhatsApp through Twilio's Messages API (plain HTTP; the ``twilio`` package is used
+only to validate the signatures of inbound webhooks, in ``notifications.inbound``).
+
+An SMS carries the person's short code: they answer "YES 4821" or "NO 4821 too risky". WhatsApp
+sends the same text, or — with ``TWILIO_WHATSAPP_CONTENT_SID`` set — a ``twilio/quick-reply``
+Content Template whose variables are ``{{1}}`` the summary, ``{{2}}`` the code and ``{{3}}`` the
+console link; give its buttons the ids ``YES {{2}}`` and ``NO {{2}}`` and the reply's
+``ButtonPayload`` answers exactly like a typed SMS.
+
+Twilio has no idempotency key for Messages; the deliver task's conditional claim is what keeps a
+retry from texting twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+
+from escalations.models import Escalation
+from notifications.channel_answers import (
+    answer_code_for,
+    console_url,
+    is_simple_approval,
+    summary_text,
+)
+from notifications.models import ContactPoint, Delivery
+
+from . import TRANSPORTS, http
+from .base import Transport, TransportError
+
+# Twilio error codes that say the address itself is unusable: an invalid or unreachable "To",
+# a landline, a number that answered STOP, a region the account may not text.
+# https://www.twilio.com/docs/api/errors
+PERMANENT_CODES = frozenset({21211, 21214, 21217, 21401, 21407, 21408, 21610, 21612, 21614, 63003})
+
+
+class SmsTransport(Transport):
+    channel = "sms"
+
+    def _address(self, number: str) -> str:
+        return number
+
+    def _sender(self) -> str:
+        return settings.TWILIO_FROM_NUMBER
+
+    def send(self, delivery: Delivery) -> str:
+        escalation = delivery.escalation
+        contact_point = delivery.contact_point
+        assert contact_point is not None
+        answer_code = answer_code_for(escalation=escalation, membership=contact_point.membership)
+        return self._send_escalation(contact_point, escalation, answer_code.code)
+
+    def _send_escalation(
+        self, contact_point: ContactPoint, escalation: Escalation, code: str
+    ) -> str:
+        text = f"AwaitHuman: {summary_text(escalation)}\n"
+        if is_simple_approval(escalation):
+            text += f"Reply YES {code} to approve or NO {code} <reason> to reject.\n"
+        else:
+            text += "Answer in the console: "
+        text += console_url(escalation)
+        return self._message(contact_point.address, body=text)
+
+    def send_test(self, contact_point: ContactPoint) -> str:
+        return self._message(
+            contact_point.address,
+            body="AwaitHuman test message: escalations will reach you here.",
+        )
+
+    def send_verification(self, contact_point: ContactPoint, code: str) -> None:
+        self._message(
+            contact_point.address,
+            body=f"Your AwaitHuman verification code is {code}. It links this number to your "
+            "account; ignore it if you did not ask for it.",
+        )
+
+    def update_after_decision(self, delivery: Delivery) -> None:
+        """A text message cannot be edited; a late reply is told the outcome instead."""
+
+    def _message(self, to: str, *, body: str, extra: dict[str, str] | None = None) -> str:
+        sid, token = settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN
+        if not (sid and token and self._sender()):
+            raise TransportError(f"Twilio is not configured for {self.channel}.")
+        data = {"To": self._address(to), "From": self._address(self._sender())}
+        if extra:
+            data.update(extra)
+        else:
+            data["Body"] = body[:1600]
+        response = http.post(
+            f"{settings.TWILIO_API_BASE}/2010-04-01/Accounts/{sid}/Messages.json",
+            data=data,
+            auth=(sid, token),
+        )
+        body_json = http.json_body(response)
+        if response.status_code in (200, 201):
+            return str(body_json.get("sid", ""))
+        code = body_json.get("code")
+        message = f"Twilio {response.status_code} {code or ''}: {body_json.get('message', '')}"
+        if error := http.transient(response, message):
+            raise error
+        # 401/403/404 mean our account settings are wrong, not the person's number.
+        permanent = code in PERMANENT_CODES or response.status_code == 400
+        raise TransportError(message.strip(), permanent=permanent)
+
+
+class WhatsAppTransport(SmsTransport):
+    channel = "whatsapp"
+
+    def _address(self, number: str) -> str:
+        return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
+
+    def _sender(self) -> str:
+        return settings.TWILIO_WHATSAPP_FROM
+
+    def _send_escalation(
+        self, contact_point: ContactPoint, escalation: Escalation, code: str
+    ) -> str:
+        if settings.TWILIO_WHATSAPP_CONTENT_SID and is_simple_approval(escalation):
+            variables = {
+                "1": summary_text(escalation)[:900],
+                "2": code,
+                "3": console_url(escalation),
+            }
+            return self._message(
+                contact_point.address,
+                body="",
+                extra={
+                    "ContentSid": settings.TWILIO_WHATSAPP_CONTENT_SID,
+                    "ContentVariables": json.dumps(variables),
+                },
+            )
+        return super()._send_escalation(contact_point, escalation, code)
+
+
+TRANSPORTS["sms"] = SmsTransport
+TRANSPORTS["whatsapp"] = WhatsAppTransport

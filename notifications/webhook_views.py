@@ -1,0 +1,219 @@
+"""Console pages of signed outbound messages.
+
+* ``/org/agents/<agt>/callbacks/`` — an agent's callback signing secret (created or rotated by
+  owners and admins, shown once) and its recent callback deliveries with every attempt and a
+  replay button. Linked from the agent page.
+* ``/org/webhooks/`` — the organization's generic webhooks (owners and admins): add one (URL +
+  events; its secret is shown once), rotate its secret, re-enable it after a 410, delete it, and
+  see and replay its recent messages.
+
+Every query starts from ``request.organization``: another organization's agent, endpoint or
+message is a 404. Writes go through ``notifications.callbacks`` and ``notifications.webhooks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from awaithuman.problems import ApiProblem
+from escalations.serializers import CallbackUrlField
+from tenants.console import role_required
+from tenants.ids import is_public_id
+from tenants.models import Agent, Membership
+
+from . import callbacks, webhooks
+from .models import AgentWebhookSecret, WebhookEndpoint, WebhookMessage
+
+MANAGERS = tuple(Membership.MANAGING_ROLES)
+RECENT = 50
+
+
+def _get_or_404(queryset: QuerySet[Any], prefix: str, public_id: str) -> Any:
+    if not is_public_id(public_id, prefix):
+        raise Http404
+    found = queryset.filter(public_id=public_id).first()
+    if found is None:
+        raise Http404
+    return found
+
+
+def _agent(request: HttpRequest, public_id: str) -> Agent:
+    return _get_or_404(request.organization.agents.all(), "agt", public_id)  # type: ignore[attr-defined]
+
+
+def _actor(request: HttpRequest) -> dict[str, Any]:
+    return request.membership.as_actor()  # type: ignore[attr-defined]
+
+
+def _recent(messages_: QuerySet[WebhookMessage]) -> QuerySet[WebhookMessage]:
+    return messages_.select_related("escalation").prefetch_related("attempts")[:RECENT]
+
+
+def _replay(request: HttpRequest, message: WebhookMessage) -> None:
+    try:
+        callbacks.webhook_message_replay(message=message, actor=_actor(request))
+    except ApiProblem as exc:
+        messages.error(request, str(exc.detail))
+    else:
+        messages.success(request, f"Delivery {message.public_id} replayed.")
+
+
+# --- An agent's callbacks ------------------------------------------------------------------------
+
+
+@role_required()
+@require_GET
+def agent_callbacks(request: HttpRequest, public_id: str) -> HttpResponse:
+    agent = _agent(request, public_id)
+    return _agent_callbacks_page(request, agent)
+
+
+def _agent_callbacks_page(
+    request: HttpRequest, agent: Agent, new_secret: str | None = None
+) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    recent = WebhookMessage.objects.filter(
+        organization=organization, escalation__agent=agent, kind=WebhookMessage.Kind.CALLBACK
+    )
+    return render(
+        request,
+        "notifications/agent_callbacks.html",
+        {
+            "agent": agent,
+            "secret": AgentWebhookSecret.objects.filter(agent=agent).first(),
+            "new_secret": new_secret,
+            "disabled_endpoints": agent.callback_endpoints.exclude(disabled_at=None),
+            "callback_messages": _recent(recent),
+            "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
+        },
+    )
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
+    agent = _agent(request, public_id)
+    plaintext = callbacks.agent_webhook_secret_rotate(agent=agent, actor=_actor(request))
+    return _agent_callbacks_page(request, agent, new_secret=plaintext)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_callback_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
+    agent = _agent(request, public_id)
+    message = _get_or_404(
+        WebhookMessage.objects.filter(
+            organization=request.organization,  # type: ignore[attr-defined]
+            escalation__agent=agent,
+            kind=WebhookMessage.Kind.CALLBACK,
+        ),
+        "msg",
+        message_id,
+    )
+    _replay(request, message)
+    return redirect("agent_callbacks", public_id=agent.public_id)
+
+
+# --- Organization webhooks -----------------------------------------------------------------------
+
+
+class WebhookEndpointForm(forms.Form):
+    url = forms.CharField(label="URL", max_length=2000)
+    events = forms.MultipleChoiceField(
+        choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple
+    )
+    description = forms.CharField(max_length=200, required=False)
+
+    def clean_url(self) -> str:
+        from rest_framework.exceptions import ValidationError
+
+        try:
+            return CallbackUrlField().to_internal_value(self.cleaned_data["url"])
+        except ValidationError:
+            raise forms.ValidationError("Enter an http(s) URL with a host.") from None
+
+
+def _endpoints(request: HttpRequest) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(organization=request.organization)  # type: ignore[attr-defined]
+
+
+@role_required(*MANAGERS)
+@require_http_methods(["GET", "POST"])
+def webhook_endpoints(request: HttpRequest) -> HttpResponse:
+    form = WebhookEndpointForm()
+    if request.method == "POST":
+        form = WebhookEndpointForm(request.POST)
+        if form.is_valid():
+            endpoint, plaintext = webhooks.webhook_endpoint_create(
+                organization=request.organization,  # type: ignore[attr-defined]
+                url=form.cleaned_data["url"],
+                events=form.cleaned_data["events"],
+                description=form.cleaned_data["description"],
+                actor=_actor(request),
+            )
+            return _endpoint_page(request, endpoint, new_secret=plaintext)
+    return render(
+        request, "notifications/webhooks.html", {"endpoints": _endpoints(request), "form": form}
+    )
+
+
+def _endpoint_page(
+    request: HttpRequest, endpoint: WebhookEndpoint, new_secret: str | None = None
+) -> HttpResponse:
+    return render(
+        request,
+        "notifications/webhook.html",
+        {
+            "endpoint": endpoint,
+            "new_secret": new_secret,
+            "webhook_messages": _recent(endpoint.messages.all()),
+        },
+    )
+
+
+@role_required(*MANAGERS)
+@require_GET
+def webhook_endpoint(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _endpoint_page(request, _get_or_404(_endpoints(request), "whk", public_id))
+
+
+@role_required(*MANAGERS)
+@require_POST
+def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
+    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    plaintext = webhooks.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
+    endpoint.refresh_from_db()
+    return _endpoint_page(request, endpoint, new_secret=plaintext)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpResponse:
+    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    webhooks.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
+    messages.success(request, "Webhook enabled again.")
+    return redirect("webhook_endpoint", public_id=endpoint.public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    webhooks.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
+    messages.success(request, f"Webhook {endpoint.url} deleted.")
+    return redirect("webhook_endpoints")
+
+
+@role_required(*MANAGERS)
+@require_POST
+def webhook_message_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
+    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    _replay(request, _get_or_404(endpoint.messages.all(), "msg", message_id))
+    return redirect("webhook_endpoint", public_id=endpoint.public_id)

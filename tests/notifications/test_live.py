@@ -1,0 +1,166 @@
+"""End to end on real processes: the e-mail an operator gets answers the waiting agent, and a
+Celery worker killed mid-send still delivers exactly once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+
+from tests.live import BIN, Stack, embedded_stack, production_stack
+
+from .conftest import SmtpServer, text_and_html
+
+REQUEST = {
+    "kind": "approval",
+    "title": "Refund $750 to order #1042",
+    "action": {"name": "issue_refund", "arguments": {"order": 1042, "amount": 750}},
+    "context": {"reasoning": "The customer was charged twice."},
+}
+OPERATOR = "owner@live.test"
+
+
+def _use_smtp(stack: Stack, server: SmtpServer, **extra: str) -> None:
+    stack.env.update(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST=server.host,
+        EMAIL_PORT=str(server.port),
+        **extra,
+    )
+
+
+def _create(base: str, key: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{base}/api/v1/escalations",
+        json=REQUEST,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _until(condition: Any, timeout: float, what: str, stack: Stack) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s:\n{stack.output()}")
+
+
+def test_the_emailed_link_approves_and_the_waiting_agent_returns(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    with embedded_stack(tmp_path) as stack:
+        _use_smtp(stack, smtp_server)
+        org = stack.organization()
+        base = stack.daphne()
+        escalation = _create(base, org["agent_key"])
+        waited: dict[str, Any] = {}
+
+        def wait() -> None:
+            waited["response"] = httpx.get(
+                f"{base}/api/v1/escalations/{escalation['id']}/wait",
+                params={"timeout": 30},
+                headers={"Authorization": f"Bearer {org['agent_key']}"},
+                timeout=40,
+            )
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        _until(lambda: smtp_server.inbox.to(OPERATOR), 10, "the e-mail", stack)
+        (message,) = smtp_server.inbox.to(OPERATOR)
+        text, _ = text_and_html(message)
+        approve = re.search(r"Approve:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+        link = base + urlsplit(approve).path
+
+        page = httpx.get(link, timeout=10)
+        assert page.status_code == 200
+        assert "Confirm: approve" in page.text
+        time.sleep(0.5)
+        assert waiter.is_alive(), "a GET must not decide anything"
+
+        confirmed = httpx.post(link, timeout=10)
+        assert confirmed.status_code == 200, confirmed.text
+        assert "You approved this request" in confirmed.text
+        waiter.join(timeout=15)
+        decided = waited["response"].json()
+        assert decided["status"] == "approved"
+        assert decided["decision"]["channel"] == "email"
+        assert decided["decision"]["decided_by"]["email"] == OPERATOR
+
+
+def _deliveries(stack: Stack) -> list[tuple[str, int]]:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as connection:
+        return connection.execute(
+            "SELECT status, attempts FROM notifications_delivery ORDER BY id"
+        ).fetchall()
+
+
+def _worker(stack: Stack, name: str) -> Any:
+    process = stack.start(
+        name, str(BIN / "celery"), "-A", "awaithuman", "worker", "--pool", "solo",
+        "--loglevel", "INFO", "--hostname", f"{name}@%h",
+    )  # fmt: skip
+    stack._wait_for_log(f"{name}.log", " ready.")
+    return process
+
+
+@pytest.mark.services
+def test_a_celery_worker_delivers_the_email_exactly_once(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    with production_stack(tmp_path) as stack:
+        _use_smtp(stack, smtp_server)
+        org = stack.organization()
+        base = stack.daphne()
+        stack.celery()
+        _create(base, org["agent_key"])
+        _until(lambda: smtp_server.inbox.to(OPERATOR), 20, "the e-mail", stack)
+        time.sleep(3)  # a duplicate would have arrived by now
+        assert len(smtp_server.inbox.to(OPERATOR)) == 1
+        assert _deliveries(stack) == [("sent", 1)]
+
+
+@pytest.mark.services
+def test_a_worker_killed_mid_send_still_delivers_exactly_once(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    smtp_server.inbox.stall_first_data = True
+    with production_stack(tmp_path) as stack:
+        _use_smtp(
+            stack,
+            smtp_server,
+            NOTIFICATION_DELIVERY_LEASE_SECONDS="3",
+            NOTIFICATION_SWEEP_SECONDS="1",
+        )
+        org = stack.organization()
+        base = stack.daphne()
+        first = _worker(stack, "worker-1")
+        stack.start(
+            "beat", str(BIN / "celery"), "-A", "awaithuman", "beat", "--loglevel", "INFO",
+            "--schedule", str(tmp_path / "beat-schedule"),
+        )  # fmt: skip
+        _create(base, org["agent_key"])
+
+        _until(smtp_server.inbox.stalled.is_set, 20, "the first SMTP DATA", stack)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        assert smtp_server.inbox.to(OPERATOR) == []
+        assert _deliveries(stack) == [("sending", 1)]
+
+        _worker(stack, "worker-2")
+        _until(lambda: smtp_server.inbox.to(OPERATOR), 30, "the e-mail after the restart", stack)
+        time.sleep(4)  # past another lease and several sweeps: nothing is sent twice
+        assert len(smtp_server.inbox.to(OPERATOR)) == 1
+        assert _deliveries(stack) == [("sent", 2)]

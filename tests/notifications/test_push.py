@@ -1,0 +1,163 @@
+"""Web Push: VAPID-signed, aes128gcm-encrypted pushes to a fake push service on 127.0.0.1 that
+verifies the JWT with the public key and decrypts the payload with the subscription's keys."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.management import call_command
+
+from escalations.models import Escalation
+from notifications.channel_answers import messages_update_after_decision
+from notifications.management.commands.vapid_keys import vapid_key_pair
+from notifications.transports import TRANSPORTS, TransportError
+from tests.conftest import create_escalation
+
+from .conftest import add_point
+from .fakes import FakePushService, delivery_sent, push_configured
+
+
+@pytest.fixture
+def push(settings: Any) -> Iterator[FakePushService]:
+    with push_configured(settings) as fake:
+        yield fake
+
+
+def _point(acme: Any, push: FakePushService, settings: Any, **kwargs: Any) -> Any:
+    subscription = push.subscribe(settings.VAPID_PUBLIC_KEY)
+    point = add_point(acme.members["bob"], "push", "Bob's laptop", position=1, **kwargs)
+    point.config = subscription.as_json()
+    point.save()
+    return point, subscription
+
+
+def test_a_push_is_signed_encrypted_and_carries_answer_actions(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    escalation = create_escalation(acme, priority="urgent")
+    point, subscription = _point(acme, push, settings)
+
+    delivery = delivery_sent(escalation["id"], point)
+
+    (received,) = subscription.messages
+    payload = received["payload"]
+    assert delivery.provider_id.startswith(push.url + "/m/")
+    assert payload["type"] == "escalation"
+    assert payload["tag"] == escalation["id"]
+    assert payload["title"] == "Refund $750 to order #1042"
+    assert [a["action"] for a in payload["actions"]] == ["approve", "reject"]
+    assert payload["answer_url"] == "http://127.0.0.1:8000/hooks/push/answer"
+    assert payload["token"]
+    assert received["urgency"] == "high"
+    assert 60 <= received["ttl"] <= 24 * 3600
+
+
+def test_a_question_has_no_answer_actions(acme: Any, push: FakePushService, settings: Any) -> None:
+    escalation = create_escalation(acme, kind="question", title="Which plan?", action=None)
+    point, subscription = _point(acme, push, settings)
+
+    delivery_sent(escalation["id"], point)
+
+    payload = subscription.messages[0]["payload"]
+    assert "actions" not in payload and "token" not in payload
+    assert payload["url"].endswith(f"/escalations/{escalation['id']}/")
+
+
+def test_the_notification_is_replaced_by_the_outcome(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    point, subscription = _point(acme, push, settings)
+    delivery_sent(escalation["id"], point)
+    acme.client_for("alice").post(
+        f"/api/v1/escalations/{escalation['id']}/responses", {"outcome": "approve"}, format="json"
+    )
+
+    messages_update_after_decision(Escalation.objects.get(public_id=escalation["id"]).pk)
+
+    replaced = subscription.messages[-1]
+    assert replaced["payload"]["type"] == "decided"
+    assert replaced["payload"]["tag"] == escalation["id"]
+    assert replaced["payload"]["body"].startswith("Approved by alice@acme.test at ")
+    assert replaced["urgency"] == "low"
+
+
+def test_a_push_signed_with_another_key_is_refused_by_the_service(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    point, _subscription = _point(acme, push, settings)
+    settings.VAPID_PUBLIC_KEY, settings.VAPID_PRIVATE_KEY = vapid_key_pair()
+
+    with pytest.raises(TransportError) as failure:
+        TRANSPORTS["push"]().send_test(point)
+
+    assert "403" in failure.value.message
+    assert not failure.value.permanent  # our keys are wrong, not the person's browser
+
+
+def test_an_expired_subscription_is_a_permanent_error(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    point, subscription = _point(acme, push, settings)
+    subscription.gone = True
+
+    with pytest.raises(TransportError) as failure:
+        TRANSPORTS["push"]().send_test(point)
+
+    assert failure.value.permanent
+    assert "410" in failure.value.message
+
+
+def test_an_overloaded_push_service_is_retried(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    point, _subscription = _point(acme, push, settings)
+    push.script.append((429, {"Retry-After": "11"}, b""))
+
+    with pytest.raises(TransportError) as failure:
+        TRANSPORTS["push"]().send_test(point)
+
+    assert not failure.value.permanent
+    assert failure.value.retry_after == 11.0
+
+
+def test_a_private_push_endpoint_is_refused_in_production_mode(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    point, subscription = _point(acme, push, settings)
+    settings.OUTBOUND_ALLOW_PRIVATE = False
+
+    with pytest.raises(TransportError) as failure:
+        TRANSPORTS["push"]().send_test(point)
+
+    assert failure.value.permanent
+    assert subscription.messages == []
+    assert push.requests == []
+
+
+def test_verification_code_arrives_as_a_push(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    point, subscription = _point(acme, push, settings, verified=False)
+
+    TRANSPORTS["push"]().send_verification(point, "246810")
+
+    assert subscription.messages[0]["payload"]["body"] == "Your code is 246810."
+
+
+def test_vapid_keys_prints_a_usable_p256_pair() -> None:
+    out = StringIO()
+
+    call_command("vapid_keys", stdout=out)
+
+    lines = dict(line.split("=", 1) for line in out.getvalue().splitlines())
+    public = base64.urlsafe_b64decode(lines["VAPID_PUBLIC_KEY"] + "==")
+    private = base64.urlsafe_b64decode(lines["VAPID_PRIVATE_KEY"] + "=")
+    assert len(public) == 65 and public[0] == 4
+    key = ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
+    assert key.public_key().public_numbers().x.to_bytes(32, "big") == public[1:33]
