@@ -303,9 +303,13 @@ def test_hostile_agent_text_renders_inertly_and_screenshots(queue_server, operat
     expect(page.locator("h1")).to_have_text(HOSTILE)
     expect(page.locator("ol.calls > li")).to_have_count(200)
     assert page.locator("ol.calls details.fold").count() >= 20  # long results folded
-    # No script element came from agent text: the only one is our own decision.js.
+    # No script element came from agent text: every one is our own, served from /static/.
     scripts = page.evaluate("[...document.scripts].map(s => s.src)")
-    assert len(scripts) == 1 and scripts[0].endswith("/static/console/decision.js"), scripts
+    base = queue_server["base"]
+    assert sorted(scripts) == [
+        f"{base}/static/console/decision.js",
+        f"{base}/static/console/pwa.js",
+    ], scripts
     assert page.locator('a[href^="javascript:"]').count() == 0
     assert page.locator("img").count() == 0
     assert olivia.dialogs == []
