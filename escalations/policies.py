@@ -147,7 +147,7 @@ class Match:
     failures: list[ConditionFailure]
 
 
-def condition_matches(condition: str, variables: dict[str, Any]) -> bool:
+def condition_matches(condition: str, variables: dict[str, Any] | cel.Context) -> bool:
     """Evaluate one condition; errors propagate (callers decide what an error means)."""
     if not condition.strip():
         return True
@@ -158,7 +158,9 @@ def policy_match(
     *, organization: Organization, agent: Agent, data: dict[str, Any], now: datetime
 ) -> Match:
     """The first enabled policy (by priority) for ``agent`` whose condition holds."""
-    variables = activation(agent=agent, data=data, now=now)
+    # Converted to CEL values once for all the policies: a dict is converted on every
+    # evaluation (~50 µs each), a Context is not (~0.5 µs).
+    variables = cel.Context(activation(agent=agent, data=data, now=now))
     failures: list[ConditionFailure] = []
     policies = (
         Policy.objects.filter(organization=organization, enabled=True)
