@@ -137,7 +137,7 @@ def activation(*, agent: Agent, data: dict[str, Any], now: datetime) -> dict[str
 
 @dataclass(frozen=True)
 class ConditionFailure:
-    policy: Policy
+    policy_id: str  # the policy's public id
     error: str
 
 
@@ -162,21 +162,27 @@ def policy_match(
     # evaluation (~50 µs each), a Context is not (~0.5 µs).
     variables = cel.Context(activation(agent=agent, data=data, now=now))
     failures: list[ConditionFailure] = []
-    policies = (
+    # Plain rows, not model instances: with a hundred policies, building instances and their
+    # related managers cost ~20 ms per create; these two queries and tuples cost well under 1.
+    scoping: dict[int, set[int]] = {}
+    for policy_id, agent_id in Policy.agents.through.objects.filter(
+        policy__organization=organization, policy__enabled=True
+    ).values_list("policy_id", "agent_id"):
+        scoping.setdefault(policy_id, set()).add(agent_id)
+    rows = (
         Policy.objects.filter(organization=organization, enabled=True)
-        .prefetch_related("agents")
         .order_by("priority", "id")
+        .values_list("pk", "public_id", "condition")
     )
-    for policy in policies:
-        scoped = policy.agents.all()
-        if scoped and agent not in scoped:
+    for pk, public_id, condition in rows:
+        if pk in scoping and agent.pk not in scoping[pk]:
             continue
         try:
-            if condition_matches(policy.condition, variables):
-                return Match(policy=policy, failures=failures)
+            if condition_matches(condition, variables):
+                return Match(policy=Policy.objects.get(pk=pk), failures=failures)
         except Exception as exc:
-            logger.warning("policy %s condition failed: %s", policy.public_id, exc)
-            failures.append(ConditionFailure(policy=policy, error=_first_line(str(exc))))
+            logger.warning("policy %s condition failed: %s", public_id, exc)
+            failures.append(ConditionFailure(policy_id=public_id, error=_first_line(str(exc))))
     return Match(policy=None, failures=failures)
 
 

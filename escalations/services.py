@@ -189,7 +189,7 @@ def escalation_create(
             action="policy.condition_failed",
             actor=SYSTEM_ACTOR,
             target=escalation.public_id,
-            data={"policy": failure.policy.public_id, "error": failure.error},
+            data={"policy": failure.policy_id, "error": failure.error},
         )
     _after_commit(escalation, "created")
 
