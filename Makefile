@@ -39,8 +39,12 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Every benchmark, on the machine's PostgreSQL and Redis; results in bench/RESULTS*.md.
 bench: setup
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.policy_engine
+	$(BIN)/python -m bench.queue_page
+	$(BIN)/python -m bench.queue_fanout
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*
