@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Links printed by seed_demo and put in e-mails point at this server unless told otherwise.
+AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
 .PHONY: run test setup migrate lint format bench clean
 
@@ -25,8 +27,8 @@ migrate: setup
 	$(BIN)/python manage.py migrate --noinput
 
 run: migrate
-	$(BIN)/python manage.py seed_demo
-	$(BIN)/daphne -b $(HOST) -p $(PORT) awaithuman.asgi:application
+	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/python manage.py seed_demo
+	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/daphne -b $(HOST) -p $(PORT) awaithuman.asgi:application
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
