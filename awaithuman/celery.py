@@ -7,12 +7,42 @@ the ASGI process ticks the timers itself (see ``escalations.timers``).
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "awaithuman.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("awaithuman")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def enqueue(task: Any, *calls: tuple[Any, ...]) -> int:
+    """Queue ``task`` once per argument tuple in ``calls``; return how many were queued.
+
+    Callers enqueue after their transaction has committed, so a broker outage (Redis restarting)
+    must not turn a committed change into an error for the person who made it. The first
+    publish error is logged and the remaining calls are not attempted (each would wait for the
+    same dead broker): deliveries and webhook messages stay due in the database and their sweeps
+    queue them again once the broker is back.
+    """
+    queued = 0
+    for args in calls:
+        try:
+            task.delay(*args)
+        except OperationalError:
+            logger.exception(
+                "could not queue %s (%d of %d calls): the broker is unreachable",
+                task.name,
+                len(calls) - queued,
+                len(calls),
+            )
+            break
+        queued += 1
+    return queued

@@ -307,6 +307,9 @@ NOTIFICATION_DELIVERY_MAX_ATTEMPTS = envint("NOTIFICATION_DELIVERY_MAX_ATTEMPTS"
 NOTIFICATION_RETRY_BASE_SECONDS = envint("NOTIFICATION_RETRY_BASE_SECONDS", 5, minimum=1)
 # How often the sweep re-queues deliveries whose task was lost or whose lease ran out.
 NOTIFICATION_SWEEP_SECONDS = envint("NOTIFICATION_SWEEP_SECONDS", 5, minimum=1)
+# A new delivery whose send task never ran (lost with a Redis restart, or never published while
+# the broker was down) is queued again by the sweep once it is this old.
+NOTIFICATION_LOST_TASK_SECONDS = envint("NOTIFICATION_LOST_TASK_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
     "task": "notifications.tasks.deliveries_due",
     "schedule": float(NOTIFICATION_SWEEP_SECONDS),

@@ -10,8 +10,11 @@ Each hook receives the escalation's primary key, the event name (``created``, ``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 EscalationHook = Callable[[int, str, dict[str, Any]], None]
 
@@ -24,5 +27,18 @@ def register(hook: EscalationHook) -> None:
 
 
 def emit(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
+    """Run every hook; one that fails is logged and the rest still run.
+
+    Hooks run after commit: the change is made and must not become an error for whoever made
+    it, nor keep the other hooks (the live queue, notifications, callbacks) from running.
+    """
     for hook in list(_hooks):
-        hook(escalation_id, event, payload)
+        try:
+            hook(escalation_id, event, payload)
+        except Exception:
+            logger.exception(
+                "escalation hook %s failed on %s of escalation %s",
+                getattr(hook, "__qualname__", hook),
+                event,
+                escalation_id,
+            )

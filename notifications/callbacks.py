@@ -46,6 +46,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from awaithuman.celery import enqueue
 from escalations.errors import conflict
 from escalations.models import Escalation
 from escalations.serializers import escalation_data
@@ -202,7 +203,7 @@ def webhook_message_enqueue(message: WebhookMessage) -> None:
         return
     claim = webhook_message_claim(message_id=message.pk)
     if claim:
-        webhook_deliver.delay(message.pk, claim)
+        enqueue(webhook_deliver, (message.pk, claim))
 
 
 def _claimable(now: datetime) -> Q:
@@ -235,13 +236,12 @@ def webhook_messages_due() -> int:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:DUE_BATCH]
     )
-    queued = 0
+    claimed = []
     for message_id in ids:
         claim = webhook_message_claim(message_id=message_id)
         if claim:
-            webhook_deliver.delay(message_id, claim)
-            queued += 1
-    return queued
+            claimed.append((message_id, claim))
+    return enqueue(webhook_deliver, *claimed)
 
 
 @dataclass

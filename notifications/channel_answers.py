@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from awaithuman.celery import enqueue
 from awaithuman.problems import ApiProblem
 from escalations.models import Escalation, Response
 from escalations.schemas import answer_errors
@@ -276,7 +277,7 @@ def outcome_sentence(escalation: Escalation) -> str:
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
     """Escalations hook: once terminal, have the messages already sent show the outcome."""
     if event in TERMINAL_EVENTS:
-        messages_update_after_decision.delay(escalation_id)
+        enqueue(messages_update_after_decision, (escalation_id,))
 
 
 @shared_task(acks_late=True, ignore_result=True)

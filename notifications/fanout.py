@@ -9,14 +9,11 @@ one event notifies nobody twice.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
 
 from . import services
-
-logger = logging.getLogger(__name__)
 
 
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
@@ -27,9 +24,4 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
         from .sweeper import start_in_process_sweeper
 
         start_in_process_sweeper()
-    try:
-        services.deliveries_fan_out(escalation_id=escalation_id, event=event, payload=payload)
-    except Exception:
-        # The escalation itself is committed and must not turn into an error for its caller;
-        # the level's timer and the live queue still reach people.
-        logger.exception("fan-out of %s for escalation %s failed", event, escalation_id)
+    services.deliveries_fan_out(escalation_id=escalation_id, event=event, payload=payload)

@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from audit.services import audit_record
+from awaithuman.celery import enqueue
 from escalations.models import Escalation
 from tenants.ids import new_public_id
 from tenants.models import Membership
@@ -51,9 +52,6 @@ NOTIFYING_EVENTS = {
 }
 # Quiet hours keep these channels; everything else waits for an urgent escalation.
 QUIET_CHANNELS = frozenset({"email"})
-# A freshly created delivery whose task never ran (lost on the way to the broker) is picked up
-# by the sweep after this long.
-LOST_TASK_GRACE = timedelta(seconds=60)
 
 VERIFICATION_TTL = timedelta(minutes=15)
 VERIFICATION_MAX_ATTEMPTS = 5
@@ -296,11 +294,7 @@ def _insert_new(rows: list[Delivery]) -> list[Delivery]:
 def _enqueue_after_commit(delivery_ids: list[int]) -> None:
     from .tasks import deliver
 
-    def enqueue() -> None:
-        for delivery_id in delivery_ids:
-            deliver.delay(delivery_id)
-
-    transaction.on_commit(enqueue)
+    transaction.on_commit(lambda: enqueue(deliver, *[(pk,) for pk in delivery_ids]))
 
 
 # --- Sending ----------------------------------------------------------------------------------
@@ -514,10 +508,11 @@ def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int
     """Deliveries a send task should look at now: a retry that is due, a first send whose task
     was lost, a claim whose lease ran out (its worker died mid-send)."""
     now = now or timezone.now()
+    lost_after = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
     pending = Q(status=Delivery.Status.PENDING)
     due = (
         (pending & Q(next_attempt_at__lte=now))
-        | (pending & Q(next_attempt_at__isnull=True, created_at__lte=now - LOST_TASK_GRACE))
+        | (pending & Q(next_attempt_at__isnull=True, created_at__lte=now - lost_after))
         | Q(status=Delivery.Status.SENDING, claimed_until__lte=now)
     )
     return list(Delivery.objects.filter(due).order_by("pk").values_list("pk", flat=True)[:limit])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from awaithuman.celery import enqueue
+
 from . import services
 
 
@@ -27,7 +29,4 @@ def deliver(self: Task, delivery_id: int) -> str:
 @shared_task(ignore_result=True)
 def deliveries_due() -> int:
     """The sweep (beat in production): re-queue deliveries that are due or stuck."""
-    due = services.deliveries_due()
-    for delivery_id in due:
-        deliver.delay(delivery_id)
-    return len(due)
+    return enqueue(deliver, *[(pk,) for pk in services.deliveries_due()])

@@ -39,6 +39,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
+from awaithuman.celery import enqueue
 from awaithuman.problems import ApiProblem
 
 from . import stripe_gateway
@@ -379,7 +380,7 @@ def _quota_threshold_reached(
     from . import tasks
 
     organization_id = organization.pk
-    transaction.on_commit(lambda: tasks.billing_quota_email.delay(organization_id, threshold))
+    transaction.on_commit(lambda: enqueue(tasks.billing_quota_email, (organization_id, threshold)))
 
 
 # --- E-mails to owners ----------------------------------------------------------------------------
@@ -439,7 +440,7 @@ def _email_after_commit(organization_id: int, template: str, **context: Any) -> 
     from . import tasks
 
     transaction.on_commit(
-        lambda: tasks.billing_owners_email.delay(organization_id, template, context)
+        lambda: enqueue(tasks.billing_owners_email, (organization_id, template, context))
     )
 
 

@@ -184,12 +184,56 @@ def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
         stack.stop()
 
 
+class RedisProcess:
+    """A redis-server of the test's own on a free port, so a test can stop and restart it
+    without disturbing anything else using the machine's Redis. No persistence, as in CI:
+    a restart loses whatever was queued."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.workdir / f"redis-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 @contextmanager
-def production_stack(tmp_path: Path) -> Iterator[Stack]:
+def redis_process(workdir: Path) -> Iterator[RedisProcess]:
+    need_services()
+    server = RedisProcess(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def production_stack(tmp_path: Path, *, redis_url: str | None = None) -> Iterator[Stack]:
     """Production mode: PostgreSQL (a fresh database) and Redis; timers ticked by Celery beat."""
     import psycopg
 
-    database_url, redis_url = need_services()
+    database_url, redis_url = need_services()[0], redis_url or need_services()[1]
     name = f"awaithuman_live_{secrets.token_hex(4)}"
     admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as connection:

@@ -129,7 +129,7 @@ def test_a_delivery_is_claimed_once_and_reclaimable_only_after_its_lease(
 
 
 def test_a_task_whose_message_was_lost_is_found_by_the_sweep(
-    acme: Any, django_capture_on_commit_callbacks: Any
+    acme: Any, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks(execute=False):
         escalation = create_escalation(acme)
@@ -139,7 +139,8 @@ def test_a_task_whose_message_was_lost_is_found_by_the_sweep(
     assert len(created) == 2
     mail.outbox.clear()
     assert services.deliveries_due() == []
-    later = timezone.now() + services.LOST_TASK_GRACE + timedelta(seconds=1)
+    lost_after = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
+    later = timezone.now() + lost_after + timedelta(seconds=1)
     assert sorted(services.deliveries_due(now=later)) == sorted(d.pk for d in created)
     Delivery.objects.filter(escalation=row).update(created_at=timezone.now() - timedelta(hours=1))
 

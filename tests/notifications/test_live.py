@@ -1,5 +1,5 @@
-"""End to end on real processes: the e-mail an operator gets answers the waiting agent, and a
-Celery worker killed mid-send still delivers exactly once."""
+"""End to end on real processes: the e-mail an operator gets answers the waiting agent, a
+Celery worker killed mid-send still delivers exactly once, and a Redis outage loses nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.live import BIN, Stack, embedded_stack, production_stack
+from tests.live import BIN, Stack, embedded_stack, production_stack, redis_process
 
 from .conftest import SmtpServer, text_and_html
 
@@ -38,10 +38,10 @@ def _use_smtp(stack: Stack, server: SmtpServer, **extra: str) -> None:
     )
 
 
-def _create(base: str, key: str) -> dict[str, Any]:
+def _create(base: str, key: str, **overrides: Any) -> dict[str, Any]:
     response = httpx.post(
         f"{base}/api/v1/escalations",
-        json=REQUEST,
+        json={**REQUEST, **overrides},
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     )
@@ -164,3 +164,48 @@ def test_a_worker_killed_mid_send_still_delivers_exactly_once(
         time.sleep(4)  # past another lease and several sweeps: nothing is sent twice
         assert len(smtp_server.inbox.to(OPERATOR)) == 1
         assert _deliveries(stack) == [("sent", 2)]
+
+
+@pytest.mark.services
+def test_redis_stopped_for_30_seconds_and_restarted_loses_no_delivery(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    """The broker goes away with tasks queued in it and comes back empty (no persistence):
+    agents keep escalating meanwhile, and every operator e-mail still arrives exactly once."""
+    with (
+        redis_process(tmp_path) as redis_server,
+        production_stack(tmp_path, redis_url=redis_server.url) as stack,
+    ):
+        _use_smtp(
+            stack, smtp_server, NOTIFICATION_SWEEP_SECONDS="1", NOTIFICATION_LOST_TASK_SECONDS="5"
+        )
+        org = stack.organization()
+        base = stack.daphne()
+        stack.celery()
+        titles = [f"Refund #{n}" for n in range(1, 7)]
+
+        def received() -> list[str]:
+            return sorted(str(m["Subject"]) for m in smtp_server.inbox.to(OPERATOR))
+
+        for title in titles[:2]:
+            _create(base, org["agent_key"], title=title)
+        _until(lambda: len(received()) == 2, 20, "the e-mails before the outage", stack)
+
+        smtp_server.inbox.stall_first_data = True  # the next send hangs: its task stays queued
+        _create(base, org["agent_key"], title=titles[2])
+        _until(smtp_server.inbox.stalled.is_set, 20, "the third e-mail's SMTP DATA", stack)
+        _create(base, org["agent_key"], title=titles[3])  # queued in Redis behind it
+
+        outage = time.monotonic()
+        redis_server.stop()
+        smtp_server.inbox.release.set()  # the stalled send ends with a 451: retried later
+        for title in titles[4:]:
+            _create(base, org["agent_key"], title=title)  # the API keeps answering 201
+        time.sleep(max(0.0, 30 - (time.monotonic() - outage)))
+        assert len(received()) == 2, "nothing can be sent while the broker is down"
+        redis_server.start()
+
+        _until(lambda: len(received()) == 6, 90, "every e-mail after the restart", stack)
+        time.sleep(4)  # past several sweeps: a duplicate would have arrived by now
+        assert received() == sorted(f"[AwaitHuman] {title}" for title in titles)
+        assert {status for status, _ in _deliveries(stack)} == {"sent"}

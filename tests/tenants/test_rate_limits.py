@@ -210,3 +210,20 @@ async def test_a_refused_scope_on_the_wait_endpoint_still_carries_the_headers(ac
     refused = await wait(issued.plaintext, mine)
     assert refused["status"] == 403
     limits(refused["headers"])
+
+
+def test_with_redis_down_limits_are_counted_in_process_and_the_api_keeps_answering(
+    acme, monkeypatch, caplog
+):
+    from tenants import ratelimit
+    from tests.live import free_port
+
+    monkeypatch.setattr(ratelimit, "_redis_down_until", 0.0)
+    key = fresh_agent_key(acme)
+    nobody_listens = f"redis://127.0.0.1:{free_port()}/0"
+    with override_settings(REDIS_URL=nobody_listens, RATE_LIMIT_DEFAULT=2):
+        answers = [get(key) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert [limits(answer)[2] for answer in answers] == [1, 0, 0]
+    assert "Redis unavailable" in caplog.text
+    assert caplog.text.count("Redis unavailable") == 1, "Redis is retried after a pause only"
