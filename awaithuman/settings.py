@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -378,6 +379,16 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from finders too; it only needs the folder
 WHITENOISE_USE_FINDERS = True
+
+
+def _static_headers(headers: Any, path: str, url: str) -> None:
+    """The service worker lives under /static/ but controls the whole console (scope "/"), so
+    the installed app's pages are its clients."""
+    if url.endswith("/console/sw.js"):
+        headers["Service-Worker-Allowed"] = "/"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _static_headers
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

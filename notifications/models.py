@@ -69,12 +69,17 @@ class ContactPoint(models.Model):
         return not self.priorities or priority in self.priorities
 
 
+def default_all_points_for() -> list[str]:
+    return [Escalation.Priority.URGENT.value]
+
+
 class NotificationPreference(models.Model):
     """One person's rules that apply across their contact points.
 
     Quiet hours (``quiet_start``–``quiet_end`` in ``time_zone``, may wrap midnight): outside an
     urgent escalation, only e-mail is used — it waits silently in the inbox — so nobody's phone
-    rings at 3 a.m. for a normal-priority refund. Created on first use; when it is created, the
+    rings at 3 a.m. for a normal-priority refund. ``all_points_for``: priorities that reach the
+    person on every usable contact point at once. Created on first use; when it is created, the
     person's account e-mail becomes their first contact point (see ``services``).
     """
 
@@ -84,6 +89,9 @@ class NotificationPreference(models.Model):
     quiet_start = models.TimeField(null=True, blank=True)
     quiet_end = models.TimeField(null=True, blank=True)
     time_zone = models.CharField(max_length=64, default="UTC")
+    # Escalations of these priorities go to every usable contact point at once rather than to
+    # the first one only ("urgent: all channels").
+    all_points_for = models.JSONField(default=default_all_points_for, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -107,8 +115,9 @@ class Delivery(models.Model):
 
     Each escalation event that notifies (level entered, reminder, deadline warning) carries its
     own ``generation`` (the escalation's ``timer_generation`` at the time), so two constraints
-    make fan-out idempotent: one first delivery per person per event, and never the same contact
-    point twice for one event (a fallthrough after a failure is a new row with ``fallback_of``).
+    make fan-out idempotent: one first delivery per person, event and ``rank`` (several ranks
+    when the person's rule says every contact point), and never the same contact point twice for
+    one event (a fallthrough after a failure is a new row with ``fallback_of``).
 
     A worker claims a row with a conditional UPDATE (pending → sending, ``claimed_until`` = now
     + lease) before calling the provider; a worker killed mid-send leaves the row ``sending``
@@ -136,6 +145,9 @@ class Delivery(models.Model):
     level = models.PositiveSmallIntegerField(default=1)
     round = models.PositiveSmallIntegerField(default=0)
     generation = models.PositiveIntegerField(default=0)
+    # 0 for the person's first-choice contact point; 1, 2, … for the others notified at the same
+    # time when their rule says every contact point (``NotificationPreference.all_points_for``).
+    rank = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     provider_id = models.CharField(max_length=200, blank=True)
@@ -159,9 +171,9 @@ class Delivery(models.Model):
                 name="one_delivery_per_point_and_event",
             ),
             models.UniqueConstraint(
-                fields=["escalation", "membership", "kind", "generation"],
+                fields=["escalation", "membership", "kind", "generation", "rank"],
                 condition=models.Q(fallback_of__isnull=True),
-                name="one_first_delivery_per_person_and_event",
+                name="one_first_delivery_per_person_rank_and_event",
             ),
         ]
         indexes = [

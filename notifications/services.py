@@ -1,7 +1,8 @@
 """Notifying people: fan-out of an escalation event to deliveries, sending them, contact points.
 
 Fan-out (``deliveries_fan_out``) turns one escalation event into one ``Delivery`` per target
-person — to their first usable contact point — in one transaction with its audit event, and
+person — to their first usable contact point, or to every one for the priorities their rule
+says (``NotificationPreference.all_points_for``) — in one transaction with its audit event, and
 queues a send task per delivery after commit. The constraints on ``Delivery`` make a repeated
 event (a retried hook, two tickers) create nothing twice.
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 import hmac
 import logging
 import random
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -191,23 +194,31 @@ def deliveries_fan_out(
 
         rows, unreachable = [], []
         for membership in targets_resolve(escalation, (snapshot or {}).get("targets")):
+            preference = preference_get(membership)
             points = contact_points_usable(
-                membership, channels=channels, priority=escalation.priority, now=now
+                membership,
+                channels=channels,
+                priority=escalation.priority,
+                now=now,
+                preference=preference,
             )
             if not points:
                 unreachable.append(membership.public_id)
                 continue
-            rows.append(
+            every_point = escalation.priority in (preference.all_points_for or [])
+            rows.extend(
                 _new_delivery(
                     escalation,
                     membership=membership,
-                    contact_point=points[0],
+                    contact_point=point,
                     kind=kind,
                     level=level,
                     round_=round_,
                     generation=generation,
                     now=now,
+                    rank=rank,
                 )
+                for rank, point in enumerate(points if every_point else points[:1])
             )
         created = _insert_new(rows)
         if created:
@@ -251,6 +262,7 @@ def _new_delivery(
     generation: int,
     now: datetime,
     fallback_of: Delivery | None = None,
+    rank: int = 0,
 ) -> Delivery:
     delivery = Delivery(
         escalation=escalation,
@@ -263,6 +275,7 @@ def _new_delivery(
         generation=generation,
         created_at=now,
         fallback_of=fallback_of,
+        rank=rank,
     )
     # bulk_create does not call save(), which would set it.
     delivery.public_id = new_public_id("dlv")
@@ -504,6 +517,89 @@ def _fall_through(delivery: Delivery, *, now: datetime) -> Delivery | None:
     return created[0]
 
 
+def delivery_report_failed(
+    *, channels: tuple[str, ...], provider_id: str, error: TransportError
+) -> Delivery | None:
+    """A provider reports that a message it had accepted never arrived (Twilio's status
+    callback): handled like a send that failed for good.
+
+    Only a ``sent`` delivery changes, to ``failed`` — providers repeat their callbacks, and a
+    repeat finds nothing left to do. In the same transaction ``delivery.failed`` is audited
+    (``reported_by: "provider"``), a ``permanent`` error marks the contact point failing, and,
+    while the escalation still waits at the delivery's level and round, the person's next usable
+    contact point gets a delivery for the same event (``_fall_through``). Returns the failed
+    delivery, or None when no sent delivery on ``channels`` has ``provider_id``.
+    """
+    now = timezone.now()
+    message = (error.message or "failed")[:500]
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_related("escalation", "membership__user")
+            .filter(channel__in=channels, provider_id=provider_id, status=Delivery.Status.SENT)
+            .first()
+        )
+        if delivery is None:
+            return None
+        # The conditional UPDATE is the lock: of two copies of one callback, one fails it.
+        if not Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENT).update(
+            status=Delivery.Status.FAILED, last_error=message
+        ):
+            return None
+        delivery.status, delivery.last_error = Delivery.Status.FAILED, message
+        if error.permanent and delivery.contact_point_id is not None:
+            ContactPoint.objects.filter(
+                pk=delivery.contact_point_id, failing_since__isnull=True
+            ).update(failing_since=now, last_error=message)
+        _delivery_audit(
+            delivery,
+            "delivery.failed",
+            error=message,
+            permanent=error.permanent,
+            reported_by="provider",
+        )
+        escalation = delivery.escalation
+        if (delivery.level, delivery.round) == (escalation.current_level, escalation.current_round):
+            _fall_through(delivery, now=now)
+    return delivery
+
+
+def delivery_report_delivered(
+    *, channels: tuple[str, ...], provider_id: str, status: str
+) -> Delivery | None:
+    """A provider reports that a sent message reached the person (``delivered``) or was opened
+    (``read``, WhatsApp's blue ticks).
+
+    Recorded in the audit only — ``delivery.delivered`` / ``delivery.read``, on the escalation's
+    timeline — once per delivery and status: the delivery row is locked while looking for an
+    earlier record, so a repeated callback adds nothing. Returns the delivery, or None when
+    nothing was recorded.
+    """
+    from audit.models import AuditEvent
+
+    if status not in ("delivered", "read"):
+        raise ValueError(f"not an arrival: {status}")
+    action = f"delivery.{status}"
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("escalation", "membership__user")
+            .filter(channel__in=channels, provider_id=provider_id, status=Delivery.Status.SENT)
+            .first()
+        )
+        if delivery is None:
+            return None
+        recorded = AuditEvent.objects.filter(
+            organization_id=delivery.escalation.organization_id,
+            target=delivery.escalation.public_id,
+            action=action,
+            data__delivery=delivery.public_id,
+        ).exists()
+        if recorded:
+            return None
+        _delivery_audit(delivery, action, reported_by="provider")
+    return delivery
+
+
 def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Deliveries a send task should look at now: a retry that is due, a first send whose task
     was lost, a claim whose lease ran out (its worker died mid-send)."""
@@ -536,22 +632,68 @@ def _point_audit(point: ContactPoint, action: str, actor: dict[str, Any], **data
     )
 
 
-def contact_point_add(
-    *, membership: Membership, channel: str, address: str, priorities: list[str] | None = None
-) -> ContactPoint:
-    """Add an unverified contact point at the end of the person's list."""
-    preference_get(membership)  # the account e-mail is seeded first, so it stays first
+def channels_available() -> list[str]:
+    """The channels this server can send on: a transport whose provider settings are set."""
+    return [channel for channel, transport in TRANSPORTS.items() if transport.configured()]
+
+
+def _channel_label(channel: str) -> str:
+    return str(dict(ContactPoint._meta.get_field("channel").choices).get(channel, channel))
+
+
+# E.164: "+", a country code that does not start with 0, at most 15 digits in all.
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_PHONE_SEPARATORS = re.compile(r"[\s().\-]")
+# A Slack member id (profile → ⋯ → Copy member ID): U… or, on Enterprise Grid, W….
+_SLACK_MEMBER = re.compile(r"[UW][A-Z0-9]{4,20}")
+
+
+def _address_normalise(channel: str, address: str) -> str:
+    """The address as the provider will report it back (inbound answers are matched on it)."""
     address = address.strip()
-    if channel not in TRANSPORTS:
-        raise ContactPointError("That channel is not available on this server.")
     if channel == "email":
         try:
             validate_email(address)
         except ValidationError as exc:
             raise ContactPointError("Enter a valid e-mail address.") from exc
-        address = address.lower()
+        return address.lower()
+    if channel in ("sms", "whatsapp"):
+        number = _PHONE_SEPARATORS.sub("", address.removeprefix("whatsapp:"))
+        if number.startswith("00"):
+            number = "+" + number[2:]
+        if not _E164.fullmatch(number):
+            raise ContactPointError(
+                "Enter the number in international format with its country code, like +14155550123."
+            )
+        return number
+    if channel == "slack":
+        if not _SLACK_MEMBER.fullmatch(address):
+            raise ContactPointError(
+                "Enter your Slack member ID, like U012AB3CD (in Slack: your profile → ⋯ → "
+                "Copy member ID)."
+            )
+        return address
     if not address or len(address) > 320:
         raise ContactPointError("Enter an address.")
+    return address
+
+
+def _contact_point_create(
+    *,
+    membership: Membership,
+    channel: str,
+    address: str,
+    priorities: list[str] | None,
+    config: dict[str, Any] | None = None,
+) -> ContactPoint:
+    preference_get(membership)  # the account e-mail is seeded first, so it stays first
+    if channel not in TRANSPORTS:
+        raise ContactPointError("That channel does not exist.")
+    if channel not in channels_available():
+        raise ContactPointError(
+            f"{_channel_label(channel)} is not set up on this server; an administrator can "
+            "turn it on (docs/channels.md)."
+        )
     priorities = [p for p in (priorities or []) if p in Escalation.Priority.values]
     with transaction.atomic():
         if membership.contact_points.filter(channel=channel, address=address).exists():
@@ -561,10 +703,56 @@ def contact_point_add(
             channel=channel,
             address=address,
             priorities=priorities,
+            config=config or {},
             position=_next_position(membership),
         )
         _point_audit(point, "contact_point.added", membership.as_actor(), priorities=priorities)
     return point
+
+
+def contact_point_add(
+    *, membership: Membership, channel: str, address: str, priorities: list[str] | None = None
+) -> ContactPoint:
+    """Add an unverified contact point at the end of the person's list."""
+    if channel == "push":
+        raise ContactPointError(
+            "Web Push is added from the browser that should receive it: use “Notify this browser”."
+        )
+    return _contact_point_create(
+        membership=membership,
+        channel=channel,
+        address=_address_normalise(channel, address),
+        priorities=priorities,
+    )
+
+
+def contact_point_add_push(
+    *, membership: Membership, subscription: Any, label: str = ""
+) -> ContactPoint:
+    """Add this browser's Web Push subscription (``PushSubscription.toJSON()``), unverified:
+    the code arrives as a push, which proves the subscription works end to end."""
+    if not isinstance(subscription, dict):
+        raise ContactPointError("subscription: expected the browser's PushSubscription JSON.")
+    endpoint, keys = subscription.get("endpoint"), subscription.get("keys")
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ContactPointError("subscription.endpoint: expected the push service's URL.")
+    if len(endpoint) > 2000:
+        raise ContactPointError("subscription.endpoint: longer than 2,000 characters.")
+    if not isinstance(keys, dict) or not all(
+        isinstance(keys.get(name), str) and 0 < len(keys[name]) <= 200
+        for name in ("p256dh", "auth")
+    ):
+        raise ContactPointError("subscription.keys: expected p256dh and auth.")
+    label = " ".join(str(label or "").split())[:60] or "Browser"
+    fingerprint = salted_hmac(_VERIFICATION_SALT, endpoint).hexdigest()[:6]
+    return _contact_point_create(
+        membership=membership,
+        channel="push",
+        address=f"{label} · {parts.hostname} · {fingerprint}",
+        priorities=None,
+        config={"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}},
+    )
 
 
 def contact_point_remove(*, contact_point: ContactPoint, membership: Membership) -> None:
@@ -626,7 +814,10 @@ def contact_point_verification_begin(
     if contact_point.verified_at is not None:
         raise ContactPointError("This contact point is already verified.")
     transport = TRANSPORTS[contact_point.channel]()
-    instructions = transport.begin_verification(contact_point)
+    try:
+        instructions = transport.begin_verification(contact_point)
+    except TransportError as exc:
+        raise ContactPointError(f"Verification could not start: {exc.message}") from exc
     if instructions is not None:
         return instructions
     sent = contact_point.verification_sent_at
@@ -760,5 +951,24 @@ def preference_update(
                 "quiet_end": quiet_end.isoformat() if quiet_end else None,
                 "time_zone": time_zone,
             },
+        )
+    return preference
+
+
+def preference_set_all_points_for(
+    *, membership: Membership, priorities: list[str]
+) -> NotificationPreference:
+    """The priorities that reach the person on every usable contact point at once."""
+    priorities = [p for p in Escalation.Priority.values if p in priorities]
+    preference = preference_get(membership)
+    with transaction.atomic():
+        preference.all_points_for = priorities
+        preference.save(update_fields=["all_points_for"])
+        audit_record(
+            organization_id=membership.organization_id,
+            action="notification_preference.updated",
+            actor=membership.as_actor(),
+            target=membership.public_id,
+            data={"all_points_for": priorities},
         )
     return preference

@@ -12,7 +12,9 @@ urlpatterns = [
     path("n/a/<str:token>", views.action, name="action"),
     path("contact-points/", views.contact_points, name="contact_points"),
     path("contact-points/add", views.contact_point_add, name="contact_point_add"),
+    path("contact-points/add-push", views.contact_point_add_push, name="contact_point_add_push"),
     path("contact-points/quiet-hours", views.quiet_hours, name="quiet_hours"),
+    path("contact-points/all-points-for", views.all_points_for, name="all_points_for"),
     path(
         "contact-points/<str:public_id>/send-code",
         views.contact_point_send_code,

@@ -8,9 +8,11 @@ POST would need the secret token itself, and with it the attacker could simply c
 
 from __future__ import annotations
 
+import json
 from datetime import time
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core import signing
 from django.db import transaction
@@ -30,7 +32,6 @@ from tenants.console import role_required
 from . import links, services
 from .models import ContactPoint, Delivery
 from .services import ContactPointError
-from .transports import TRANSPORTS
 from .transports.email import escalation_summary
 
 COMMENT_MAX = 2000
@@ -144,6 +145,7 @@ def _back() -> HttpResponseRedirect:
 def contact_points(request: HttpRequest) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
     preference = services.preference_get(membership)
+    available = services.channels_available()
     latest = Delivery.objects.filter(contact_point=OuterRef("pk")).order_by("-created_at", "-id")
     points = list(
         membership.contact_points.annotate(
@@ -162,8 +164,9 @@ def contact_points(request: HttpRequest) -> HttpResponse:
             "channels": [
                 (value, label)
                 for value, label in ContactPoint._meta.get_field("channel").choices
-                if value in TRANSPORTS
+                if value in available and value != "push"
             ],
+            "push_key": settings.VAPID_PUBLIC_KEY if "push" in available else "",
             "priorities": Escalation.Priority.choices,
             "usable": any(point.is_usable for point in points),
         },
@@ -179,6 +182,28 @@ def contact_point_add(request: HttpRequest) -> HttpResponse:
             channel=request.POST.get("channel", ""),
             address=request.POST.get("address", ""),
             priorities=request.POST.getlist("priorities"),
+        )
+    except ContactPointError as exc:
+        messages.error(request, str(exc))
+        return _back()
+    _begin_verification(request, point)
+    return _back()
+
+
+@require_POST
+@role_required()
+def contact_point_add_push(request: HttpRequest) -> HttpResponse:
+    """The "Notify this browser" button: ``pwa.js`` subscribes the browser and posts the
+    subscription here; the verification code then arrives as a push on it."""
+    try:
+        subscription = json.loads(request.POST.get("subscription") or "null")
+    except ValueError:
+        subscription = None
+    try:
+        point = services.contact_point_add_push(
+            membership=request.membership,  # type: ignore[attr-defined]
+            subscription=subscription,
+            label=request.POST.get("label", ""),
         )
     except ContactPointError as exc:
         messages.error(request, str(exc))
@@ -285,6 +310,17 @@ def _time(value: str) -> time | None:
         return time.fromisoformat(value)
     except ValueError as exc:
         raise ContactPointError(f"“{value}” is not a time like 22:00.") from exc
+
+
+@require_POST
+@role_required()
+def all_points_for(request: HttpRequest) -> HttpResponse:
+    services.preference_set_all_points_for(
+        membership=request.membership,  # type: ignore[attr-defined]
+        priorities=request.POST.getlist("priorities"),
+    )
+    messages.success(request, "Saved which priorities reach every contact point.")
+    return _back()
 
 
 @require_POST

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 if TYPE_CHECKING:
     from notifications.models import ContactPoint, Delivery
 
@@ -31,6 +33,13 @@ class Transport:
     """
 
     channel: str = ""
+    # The settings this transport needs; without any of them the channel is not offered.
+    settings_required: tuple[str, ...] = ()
+
+    @classmethod
+    def configured(cls) -> bool:
+        """Whether this server can use the channel (its provider credentials are set)."""
+        return all(getattr(settings, name, "") for name in cls.settings_required)
 
     def send(self, delivery: Delivery) -> str:
         raise NotImplementedError

@@ -105,6 +105,7 @@ def push(
 
 class PushTransport(Transport):
     channel = "push"
+    settings_required = ("VAPID_PUBLIC_KEY", "VAPID_PRIVATE_KEY")
 
     def send(self, delivery: Delivery) -> str:
         escalation = delivery.escalation

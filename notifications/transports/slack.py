@@ -116,6 +116,7 @@ def _escape(text: str) -> str:
 
 class SlackTransport(Transport):
     channel = "slack"
+    settings_required = ("SLACK_BOT_TOKEN",)
 
     def send(self, delivery: Delivery) -> str:
         escalation = delivery.escalation

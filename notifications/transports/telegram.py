@@ -72,6 +72,7 @@ def deep_link(code: str) -> str:
 
 class TelegramTransport(Transport):
     channel = "telegram"
+    settings_required = ("TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_USERNAME")
 
     def send(self, delivery: Delivery) -> str:
         escalation = delivery.escalation

@@ -5,7 +5,9 @@
   "use strict";
   if (!("serviceWorker" in navigator)) return;
   var script = document.currentScript;
-  var ready = navigator.serviceWorker.register(script.dataset.sw).then(function () {
+  // Scope "/": the console's pages are the worker's clients (the server sends
+  // Service-Worker-Allowed: / with sw.js), which makes the installed app open them.
+  var ready = navigator.serviceWorker.register(script.dataset.sw, { scope: "/" }).then(function () {
     return navigator.serviceWorker.ready;
   });
 

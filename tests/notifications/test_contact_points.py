@@ -95,12 +95,103 @@ def test_bad_addresses_are_refused_with_a_message(acme: Any) -> None:
     client = signed_in(acme.members["bob"].user)
     for data, message in (
         ({"channel": "email", "address": "not-an-address"}, b"valid e-mail"),
-        ({"channel": "carrier-pigeon", "address": "x"}, b"not available"),
+        ({"channel": "carrier-pigeon", "address": "x"}, b"does not exist"),
         ({"channel": "email", "address": "bob@acme.test"}, b"already have"),
     ):
         page = client.post(f"{PAGE}add", data, follow=True)
         assert page.status_code == 200
         assert message in page.content
+
+
+def test_a_channel_the_server_has_not_set_up_is_neither_offered_nor_added(
+    acme: Any, settings: Any
+) -> None:
+    settings.TELEGRAM_BOT_TOKEN = settings.TELEGRAM_BOT_USERNAME = ""
+    settings.TWILIO_ACCOUNT_SID = ""
+    settings.VAPID_PUBLIC_KEY = settings.VAPID_PRIVATE_KEY = ""
+    bob = acme.members["bob"]
+    client = signed_in(bob.user)
+    page = client.get(PAGE).content.decode()
+    offered = re.findall(r'<option value="(\w+)"', page)
+    assert "telegram" not in offered and "sms" not in offered and "email" in offered
+    assert "Notify this browser" not in page
+
+    answer = client.post(f"{PAGE}add", {"channel": "telegram", "address": "@bob"}, follow=True)
+    assert answer.status_code == 200
+    assert b"Telegram is not set up on this server" in answer.content
+    assert not bob.contact_points.filter(channel="telegram").exists()
+
+
+@pytest.mark.parametrize(
+    ("channel", "typed", "stored"),
+    [
+        ("sms", "+1 (415) 555-0123", "+14155550123"),
+        ("whatsapp", "0049 30 1234567", "+49301234567"),
+        ("slack", "U012AB3CD", "U012AB3CD"),
+    ],
+)
+def test_addresses_are_stored_as_the_provider_reports_them(
+    acme: Any, fake_sms: Any, settings: Any, channel: str, typed: str, stored: str
+) -> None:
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = "AC123", "token"
+    settings.TWILIO_FROM_NUMBER = settings.TWILIO_WHATSAPP_FROM = "+15005550006"
+    settings.SLACK_BOT_TOKEN = "xoxb-1"
+    bob = acme.members["bob"]
+    client = signed_in(bob.user)
+    client.post(f"{PAGE}add", {"channel": channel, "address": typed})
+    assert bob.contact_points.filter(channel=channel).values_list("address", flat=True).get() == (
+        stored
+    )
+
+
+@pytest.mark.parametrize(
+    ("channel", "typed", "message"),
+    [
+        ("sms", "555-0123", b"international format"),
+        ("sms", "+0123456789", b"international format"),
+        ("whatsapp", "call me", b"international format"),
+        ("slack", "@bob", b"Slack member ID"),
+    ],
+)
+def test_addresses_a_provider_cannot_use_are_refused(
+    acme: Any, settings: Any, channel: str, typed: str, message: bytes
+) -> None:
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = "AC123", "token"
+    settings.TWILIO_FROM_NUMBER = settings.TWILIO_WHATSAPP_FROM = "+15005550006"
+    settings.SLACK_BOT_TOKEN = "xoxb-1"
+    bob = acme.members["bob"]
+    page = signed_in(bob.user).post(
+        f"{PAGE}add", {"channel": channel, "address": typed}, follow=True
+    )
+    assert message in page.content
+    assert not bob.contact_points.filter(channel=channel).exists()
+
+
+def test_telegram_without_the_bot_username_is_a_message_not_a_500(acme: Any, settings: Any) -> None:
+    settings.TELEGRAM_BOT_TOKEN, settings.TELEGRAM_BOT_USERNAME = "123:abc", "awaithuman_bot"
+    bob = acme.members["bob"]
+    client = signed_in(bob.user)
+    page = client.post(f"{PAGE}add", {"channel": "telegram", "address": "@bob"}, follow=True)
+    assert b"t.me/awaithuman_bot?start=" in page.content
+    point = bob.contact_points.get(channel="telegram")
+    settings.TELEGRAM_BOT_USERNAME = ""
+    point.verification_sent_at = None
+    point.save(update_fields=["verification_sent_at"])
+    page = client.post(f"{PAGE}{point.public_id}/send-code", follow=True)
+    assert page.status_code == 200
+    assert b"Verification could not start" in page.content
+
+
+def test_every_contact_point_at_once_is_my_choice_per_priority(acme: Any) -> None:
+    bob = acme.members["bob"]
+    client = signed_in(bob.user)
+    assert preference_get(bob).all_points_for == ["urgent"]
+    page = client.post(f"{PAGE}all-points-for", {"priorities": ["high", "urgent"]}, follow=True)
+    assert b"Saved which priorities" in page.content
+    assert preference_get(bob).all_points_for == ["high", "urgent"]
+    assert AuditEvent.objects.filter(
+        target=bob.public_id, action="notification_preference.updated"
+    ).exists()
 
 
 def test_send_a_test_reorder_and_remove(acme: Any, fake_sms: Any) -> None:

@@ -13,7 +13,11 @@ from escalations import services as escalation_services
 from escalations.models import Escalation, Policy, PolicyLevel
 from notifications import fanout, tasks
 from notifications.models import Delivery
-from notifications.services import deliveries_fan_out, preference_update
+from notifications.services import (
+    deliveries_fan_out,
+    preference_set_all_points_for,
+    preference_update,
+)
 from tests.conftest import create_escalation
 
 from .conftest import add_point, deliveries, new_escalation
@@ -122,11 +126,36 @@ def test_the_priority_rule_picks_the_contact_point_for_that_priority(
     add_point(bob, "sms", "+15550000001", position=0, priorities=["urgent"])
     _policy(acme, {"members": [bob]})
 
+    preference_set_all_points_for(membership=bob, priorities=[])
     normal = new_escalation(django_capture_on_commit_callbacks, acme)
     urgent = new_escalation(django_capture_on_commit_callbacks, acme, priority="urgent")
 
     assert [row.channel for row in deliveries(normal["id"])] == ["email"]
     assert [row.channel for row in deliveries(urgent["id"])] == ["sms"]
+
+
+def test_urgent_reaches_every_contact_point_at_once_by_default(
+    acme: Any, fake_sms: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    bob = acme.members["bob"]
+    add_point(bob, "sms", "+15550000001", position=0)
+    _policy(acme, {"members": [bob]})
+
+    normal = new_escalation(django_capture_on_commit_callbacks, acme)
+    urgent = new_escalation(django_capture_on_commit_callbacks, acme, priority="urgent")
+
+    assert [row.channel for row in deliveries(normal["id"])] == ["sms"]
+    assert [(row.channel, row.rank) for row in deliveries(urgent["id"])] == [
+        ("sms", 0),
+        ("email", 1),
+    ]
+    assert fake_sms.sent == ["+15550000001", "+15550000001"]  # the normal one, the urgent one
+    assert [message.to for message in mail.outbox] == [["bob@acme.test"]]
+    row = Escalation.objects.get(public_id=urgent["id"])
+    again = deliveries_fan_out(
+        escalation_id=row.pk, event="level_entered", payload={"level": 1, "round": 0}
+    )
+    assert again == [], "a repeated event notifies nobody twice"
 
 
 def test_quiet_hours_keep_only_email_unless_the_escalation_is_urgent(
@@ -147,7 +176,7 @@ def test_quiet_hours_keep_only_email_unless_the_escalation_is_urgent(
     urgent = new_escalation(django_capture_on_commit_callbacks, acme, priority="urgent")
 
     assert [row.channel for row in deliveries(normal["id"])] == ["email"]
-    assert [row.channel for row in deliveries(urgent["id"])] == ["sms"]
+    assert [row.channel for row in deliveries(urgent["id"])] == ["sms", "email"]
 
 
 def test_quiet_hours_wrap_midnight_in_the_persons_time_zone(acme: Any) -> None:

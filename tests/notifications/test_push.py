@@ -4,6 +4,7 @@ verifies the JWT with the public key and decrypts the payload with the subscript
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
@@ -17,6 +18,7 @@ from notifications.channel_answers import messages_update_after_decision
 from notifications.management.commands.vapid_keys import vapid_key_pair
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
+from tests.console.helpers import signed_in
 
 from .conftest import add_point
 from .fakes import FakePushService, delivery_sent, push_configured
@@ -161,3 +163,56 @@ def test_vapid_keys_prints_a_usable_p256_pair() -> None:
     assert len(public) == 65 and public[0] == 4
     key = ec.derive_private_key(int.from_bytes(private, "big"), ec.SECP256R1())
     assert key.public_key().public_numbers().x.to_bytes(32, "big") == public[1:33]
+
+
+def test_notify_this_browser_adds_the_subscription_and_verifies_it_with_a_pushed_code(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    bob = acme.members["bob"]
+    client = signed_in(bob.user)
+    page = client.get("/contact-points/").content.decode()
+    assert f'data-vapid-key="{settings.VAPID_PUBLIC_KEY}"' in page
+    assert '<option value="push"' not in page, "push has its own button, not an address field"
+
+    subscription = push.subscribe(settings.VAPID_PUBLIC_KEY)
+    page = client.post(
+        "/contact-points/add-push",
+        {"subscription": json.dumps(subscription.as_json()), "label": "Work laptop"},
+        follow=True,
+    )
+    assert page.status_code == 200
+    point = bob.contact_points.get(channel="push")
+    assert point.address.startswith("Work laptop · 127.0.0.1 · ")
+    assert point.config == subscription.as_json() and point.verified_at is None
+    code = subscription.messages[0]["payload"]["body"].removeprefix("Your code is ")[:6]
+
+    page = client.post(f"/contact-points/{point.public_id}/verify", {"code": code}, follow=True)
+    assert b"is verified" in page.content
+    point.refresh_from_db()
+    assert point.is_usable
+
+
+@pytest.mark.parametrize(
+    ("subscription", "message"),
+    [
+        ("not json", b"PushSubscription JSON"),
+        (json.dumps({"endpoint": "ftp://push.example/x", "keys": {}}), b"subscription.endpoint"),
+        (json.dumps({"endpoint": "https://push.example/x", "keys": {}}), b"subscription.keys"),
+    ],
+)
+def test_a_broken_subscription_is_refused_and_nothing_is_added(
+    acme: Any, push: FakePushService, subscription: str, message: bytes
+) -> None:
+    bob = acme.members["bob"]
+    page = signed_in(bob.user).post(
+        "/contact-points/add-push", {"subscription": subscription}, follow=True
+    )
+    assert page.status_code == 200
+    assert message in page.content
+    assert not bob.contact_points.filter(channel="push").exists()
+
+
+def test_the_service_worker_may_control_the_whole_console(client: Any) -> None:
+    response = client.get("/static/console/sw.js")
+    assert response.status_code == 200
+    assert response["Service-Worker-Allowed"] == "/"
