@@ -1,4 +1,5 @@
-"""Inbound channel webhooks: answers by SMS, WhatsApp, Telegram, Slack and Web Push.
+"""Inbound channel webhooks: answers by SMS, WhatsApp, Telegram, Slack and Web Push, and
+Twilio's status callbacks for the messages we sent.
 
 Each request is authenticated the provider's way before anything is read from it — Twilio's
 ``X-Twilio-Signature`` (HMAC-SHA1 over our public URL and the form), Telegram's secret-token
@@ -37,11 +38,14 @@ from .channel_answers import (
     parse_sms_answer,
 )
 from .models import ContactPoint
+from .services import delivery_report_delivered, delivery_report_failed
 from .transports.base import TransportError
+from .transports.twilio import status_error
 
 logger = logging.getLogger(__name__)
 
 SLACK_TOLERANCE_SECONDS = 5 * 60
+TWILIO_CHANNELS = ("sms", "whatsapp")
 _OUTCOMES = {"approve": Response.Outcome.APPROVE, "reject": Response.Outcome.REJECT}
 
 
@@ -69,7 +73,9 @@ def _twiml(text: str | None) -> HttpResponse:
     )
 
 
-def _twilio_answer(request: HttpRequest, channel: str) -> HttpResponse:
+def _twilio_refusal(request: HttpRequest) -> HttpResponse | None:
+    """404 while Twilio is not configured, 403 unless ``X-Twilio-Signature`` is Twilio's
+    signature of this very request; None for a request Twilio made."""
     if not settings.TWILIO_AUTH_TOKEN:
         return _not_found()
     # Twilio signs the URL it called; behind a proxy that is our public address, not the
@@ -79,6 +85,12 @@ def _twilio_answer(request: HttpRequest, channel: str) -> HttpResponse:
     validator = RequestValidator(settings.TWILIO_AUTH_TOKEN)
     if not signature or not validator.validate(url, request.POST, signature):
         return HttpResponse("Invalid signature.", status=403, content_type="text/plain")
+    return None
+
+
+def _twilio_answer(request: HttpRequest, channel: str) -> HttpResponse:
+    if refusal := _twilio_refusal(request):
+        return refusal
 
     sender = request.POST.get("From", "").removeprefix("whatsapp:")
     points = list(
@@ -119,6 +131,35 @@ def twilio_sms(request: HttpRequest) -> HttpResponse:
 @require_POST
 def twilio_whatsapp(request: HttpRequest) -> HttpResponse:
     return _twilio_answer(request, "whatsapp")
+
+
+@csrf_exempt
+@require_POST
+def twilio_status(request: HttpRequest) -> HttpResponse:
+    """Twilio's status callback for a message we sent (every message names it).
+
+    ``failed`` / ``undelivered`` fail the delivery and fall through to the person's next contact
+    point; ``delivered`` / ``read`` record that it arrived; other statuses (``queued``, ``sent``,
+    …) change nothing. Once the signature holds the answer is always 204: a repeated callback
+    changes nothing, and a MessageSid that is no delivery's (a verification code, a test
+    message) is acknowledged too, or Twilio would keep retrying it.
+    """
+    if refusal := _twilio_refusal(request):
+        return refusal
+    # The delivery is found by the sid Twilio answered the send with, which ``delivery_send``
+    # stores as soon as that answer arrives. A report overtaking the store (it would have to
+    # come within milliseconds of the send) finds nothing and is dropped like an unknown sid.
+    sid = request.POST.get("MessageSid", "")
+    status = request.POST.get("MessageStatus", "")
+    if sid and status in ("failed", "undelivered"):
+        delivery_report_failed(
+            channels=TWILIO_CHANNELS,
+            provider_id=sid,
+            error=status_error(status, request.POST.get("ErrorCode", "")),
+        )
+    elif sid and status in ("delivered", "read"):
+        delivery_report_delivered(channels=TWILIO_CHANNELS, provider_id=sid, status=status)
+    return HttpResponse(status=204)
 
 
 # --- Telegram -------------------------------------------------------------------------------

@@ -1,19 +1,30 @@
-"""SMS and WhatsApp through Twilio's Messages API, against a fake Twilio on 127.0.0.1."""
+"""SMS and WhatsApp through Twilio's Messages API, against a fake Twilio on 127.0.0.1, and
+Twilio's status callbacks: a message lost after Twilio accepted it falls through to the person's
+next contact point."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from django.core import mail
+from django.test import Client
+from twilio.request_validator import RequestValidator
 
-from notifications.models import ChannelAnswerCode
+from audit.models import AuditEvent
+from escalations.models import Escalation
+from notifications.models import ChannelAnswerCode, Delivery
+from notifications.services import preference_get
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
 
-from .conftest import add_point
+from .conftest import add_point, deliveries, new_escalation
 from .fakes import FakeTwilio, delivery_sent, twilio_configured
+
+BOB_PHONE = "+15551230001"
 
 
 @pytest.fixture
@@ -168,3 +179,242 @@ def test_verification_code_and_test_message_are_texted(acme: Any, twilio: FakeTw
     assert "verification code is 123456" in first["Body"]
     assert "test message" in second["Body"]
     assert sid == second["sid"]
+
+
+# --- Status callbacks -----------------------------------------------------------------------
+
+
+def test_every_message_asks_twilio_for_status_callbacks(
+    acme: Any, twilio: FakeTwilio, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    sms = add_point(acme.members["bob"], "sms", BOB_PHONE, position=1)
+    whatsapp = add_point(acme.members["bob"], "whatsapp", BOB_PHONE, position=2)
+
+    delivery_sent(escalation["id"], sms)
+    delivery_sent(escalation["id"], whatsapp)
+    TRANSPORTS["sms"]().send_test(sms)
+
+    callback = f"{settings.AWAITHUMAN_BASE_URL}/hooks/twilio/status"
+    assert [message["StatusCallback"] for message in twilio.messages] == [callback] * 3
+
+
+@pytest.fixture
+def bob_texted_first(acme: Any, twilio: FakeTwilio) -> Any:
+    """Bob is reached by SMS first, then by his account e-mail; alice has no contact points."""
+    add_point(acme.members["bob"], "sms", BOB_PHONE, position=0)
+    preference_get(acme.members["alice"]).membership.contact_points.all().delete()
+    return acme.members["bob"]
+
+
+def _status_callback(
+    settings: Any, sid: str, status: str, error_code: str = "", *, signature: str | None = None
+) -> Any:
+    """POST what Twilio posts to a message's StatusCallback, signed as Twilio signs it."""
+    params = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": settings.TWILIO_ACCOUNT_SID,
+        "From": settings.TWILIO_FROM_NUMBER,
+        "To": BOB_PHONE,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "ApiVersion": "2010-04-01",
+    }
+    if error_code:
+        params["ErrorCode"] = error_code
+    path = "/hooks/twilio/status"
+    if signature is None:
+        signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(
+            settings.AWAITHUMAN_BASE_URL + path, params
+        )
+    return Client().post(
+        path,
+        urlencode(params),
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_TWILIO_SIGNATURE=signature,
+    )
+
+
+def _sent_sms(capture: Any, acme: Any) -> tuple[dict[str, Any], Delivery]:
+    escalation = new_escalation(capture, acme)
+    (sms,) = deliveries(escalation["id"])
+    assert (sms.channel, sms.status) == ("sms", "sent")
+    return escalation, sms
+
+
+def _audited(escalation: dict[str, Any], action: str) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(target=escalation["id"], action=action).order_by("seq"))
+
+
+def test_an_undelivered_sms_marks_the_number_failing_and_falls_through_to_email(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _status_callback(settings, sms.provider_id, "undelivered", "30005")
+
+    assert response.status_code == 204
+    sms, fallback = deliveries(escalation["id"])
+    assert (sms.status, sms.last_error) == ("failed", "Twilio 30005: Unknown destination handset")
+    assert (fallback.channel, fallback.status, fallback.fallback_of_id) == ("email", "sent", sms.pk)
+    assert [message.to for message in mail.outbox] == [["bob@acme.test"]]
+    sms.contact_point.refresh_from_db()
+    assert sms.contact_point.failing_since is not None
+    assert "30005" in sms.contact_point.last_error
+    (failed,) = _audited(escalation, "delivery.failed")
+    assert failed.data["delivery"] == sms.public_id
+    assert failed.data["error"] == "Twilio 30005: Unknown destination handset"
+    assert failed.data["permanent"] is True
+    assert failed.data["reported_by"] == "provider"
+    queued = _audited(escalation, "delivery.queued")
+    assert queued[-1].data["fallback_of"] == sms.public_id
+
+
+def test_a_repeated_status_callback_changes_nothing(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+    with django_capture_on_commit_callbacks(execute=True):
+        _status_callback(settings, sms.provider_id, "undelivered", "30005")
+    events = AuditEvent.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _status_callback(settings, sms.provider_id, "undelivered", "30005")
+        late = _status_callback(settings, sms.provider_id, "failed", "30006")
+
+    assert (response.status_code, late.status_code) == (204, 204)
+    assert AuditEvent.objects.count() == events
+    assert len(deliveries(escalation["id"])) == 2
+    assert len(mail.outbox) == 1
+
+
+def test_outside_the_whatsapp_window_falls_through_but_keeps_the_number(
+    acme: Any, twilio: FakeTwilio, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    add_point(acme.members["bob"], "whatsapp", BOB_PHONE, position=0)
+    preference_get(acme.members["alice"]).membership.contact_points.all().delete()
+    escalation = new_escalation(django_capture_on_commit_callbacks, acme)
+    (whatsapp,) = deliveries(escalation["id"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _status_callback(settings, whatsapp.provider_id, "undelivered", "63016")
+
+    assert response.status_code == 204
+    whatsapp, fallback = deliveries(escalation["id"])
+    assert whatsapp.status == "failed"
+    assert whatsapp.last_error.startswith("Twilio 63016: Outside the allowed window")
+    assert (fallback.channel, fallback.status) == ("email", "sent")
+    assert [message.to for message in mail.outbox] == [["bob@acme.test"]]
+    whatsapp.contact_point.refresh_from_db()
+    assert whatsapp.contact_point.is_usable  # the next message may well be inside the window
+    (failed,) = _audited(escalation, "delivery.failed")
+    assert failed.data["permanent"] is False
+
+
+def test_a_status_callback_with_a_bad_signature_is_refused(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+    events = AuditEvent.objects.count()
+    forged = RequestValidator("not-the-auth-token").compute_signature(
+        settings.AWAITHUMAN_BASE_URL + "/hooks/twilio/status", {"MessageSid": sms.provider_id}
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        bad = _status_callback(settings, sms.provider_id, "undelivered", "30005", signature=forged)
+        missing = _status_callback(settings, sms.provider_id, "failed", "30005", signature="")
+
+    assert (bad.status_code, missing.status_code) == (403, 403)
+    (sms,) = deliveries(escalation["id"])
+    assert sms.status == "sent"
+    assert sms.contact_point.is_usable
+    assert AuditEvent.objects.count() == events
+    assert mail.outbox == []
+
+
+def test_a_status_callback_for_a_message_we_do_not_know_is_acknowledged(
+    acme: Any, twilio: FakeTwilio, settings: Any
+) -> None:
+    events = AuditEvent.objects.count()
+
+    for status in ("undelivered", "delivered"):
+        response = _status_callback(settings, "SM" + "9" * 32, status, "30005")
+        assert response.status_code == 204
+
+    assert AuditEvent.objects.count() == events
+    assert not Delivery.objects.exists()
+
+
+def test_queued_and_sent_statuses_change_nothing(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+    events = AuditEvent.objects.count()
+
+    for status in ("queued", "sending", "sent"):
+        assert _status_callback(settings, sms.provider_id, status).status_code == 204
+
+    assert deliveries(escalation["id"])[0].status == "sent"
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_message_lost_after_the_decision_fails_but_notifies_nobody_else(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+    response = acme.client_for("alice").post(
+        f"/api/v1/escalations/{escalation['id']}/responses", {"outcome": "approve"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    sent_before = len(mail.outbox)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _status_callback(settings, sms.provider_id, "undelivered", "30005")
+
+    assert response.status_code == 204
+    (sms,) = deliveries(escalation["id"])
+    assert sms.status == "failed"
+    assert len(mail.outbox) == sent_before
+    assert _audited(escalation, "delivery.failed")[0].data["reported_by"] == "provider"
+
+
+def test_a_message_lost_after_its_level_passed_falls_through_nowhere(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+    # The next level's own fan-out notifies bob there; the lost level-1 message is not redone.
+    Escalation.objects.filter(public_id=escalation["id"]).update(current_level=2)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _status_callback(settings, sms.provider_id, "failed", "30006")
+
+    (sms,) = deliveries(escalation["id"])
+    assert sms.status == "failed"
+    assert mail.outbox == []
+
+
+def test_delivered_and_read_are_recorded_once_each(
+    acme: Any, bob_texted_first: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation, sms = _sent_sms(django_capture_on_commit_callbacks, acme)
+
+    for status in ("sent", "delivered", "delivered", "read", "read"):
+        assert _status_callback(settings, sms.provider_id, status).status_code == 204
+
+    (delivered,) = _audited(escalation, "delivery.delivered")
+    (read,) = _audited(escalation, "delivery.read")
+    assert delivered.data["delivery"] == read.data["delivery"] == sms.public_id
+    assert delivered.data["channel"] == "sms"
+    assert delivered.data["email"] == "bob@acme.test"
+    assert delivered.data["reported_by"] == "provider"
+    assert deliveries(escalation["id"])[0].status == "sent"
+
+
+def test_status_callbacks_are_not_found_while_twilio_is_not_configured(
+    settings: Any, db: Any
+) -> None:
+    settings.TWILIO_AUTH_TOKEN = ""
+
+    assert Client().post("/hooks/twilio/status", {"MessageStatus": "failed"}).status_code == 404
