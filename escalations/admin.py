@@ -82,7 +82,8 @@ class PolicyLevelForm(forms.ModelForm):
         choices=Membership.Role.choices, widget=forms.CheckboxSelectMultiple, required=False
     )
     channels = forms.MultipleChoiceField(
-        choices=CHANNEL_CHOICES,
+        # Organization webhooks get every event they subscribe to; they are not a person's channel.
+        choices=[choice for choice in CHANNEL_CHOICES if choice[0] != "webhook"],
         widget=forms.CheckboxSelectMultiple,
         required=False,
         help_text="None ticked: each person's own channel preferences.",

@@ -18,7 +18,8 @@ from django.core import signing
 from django.urls import reverse
 
 from escalations.models import Escalation, Response
-from escalations.schemas import default_schema
+
+from .channel_answers import is_simple_approval
 
 if TYPE_CHECKING:
     from .models import Delivery
@@ -38,10 +39,9 @@ class ActionClaim:
 
 
 def answerable_by_link(escalation: Escalation) -> bool:
-    """A plain approval can be answered with one click; a typed answer needs the console."""
-    return escalation.kind == Escalation.Kind.APPROVAL and escalation.response_schema == (
-        default_schema(Escalation.Kind.APPROVAL)
-    )
+    """A plain approval can be answered with one click; a typed answer needs the console.
+    The same rule as the chat buttons (``channel_answers.is_simple_approval``)."""
+    return is_simple_approval(escalation)
 
 
 def action_token(delivery: Delivery, outcome: str) -> str:

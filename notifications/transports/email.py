@@ -42,11 +42,18 @@ def _message_id(reference: str) -> str:
 def _send(message: EmailMultiAlternatives) -> None:
     """Send one message; map SMTP failures onto permanent / transient ``TransportError``.
 
-    5xx replies (a mailbox that does not exist, a refused sender) are permanent; 4xx replies
-    ("try again later", greylisting) and network errors are transient.
+    5xx replies about the message or its recipient (a mailbox that does not exist) are permanent;
+    4xx replies ("try again later", greylisting) and network errors are transient. A refused
+    login or sender is our own server's settings, not the person's address: retried, and the
+    contact point is never marked failing for it.
     """
     try:
         message.send(fail_silently=False)
+    except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused) as exc:
+        raise TransportError(
+            f"the mail server refused our login or sender (SMTP {exc.smtp_code}): check "
+            "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD and DEFAULT_FROM_EMAIL"
+        ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         permanent = bool(codes) and all(code >= 500 for code in codes)

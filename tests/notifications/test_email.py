@@ -194,6 +194,20 @@ def test_a_refused_mailbox_is_a_permanent_failure(
     assert len(smtp.inbox.to("alice@acme.test")) == 1
 
 
+def test_a_refused_sender_is_our_settings_not_the_persons_address(
+    acme: Any, smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    smtp.inbox.refuse_senders = True
+    escalation = new_escalation(django_capture_on_commit_callbacks, acme)
+
+    rows = deliveries(escalation["id"])
+    assert {(d.status, d.attempts) for d in rows} == {("pending", 1)}, "retried later"
+    assert all("DEFAULT_FROM_EMAIL" in d.last_error for d in rows)
+    for row in rows:
+        row.contact_point.refresh_from_db()
+        assert row.contact_point.failing_since is None
+
+
 def test_an_unreachable_mail_server_is_retried(
     acme: Any, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
