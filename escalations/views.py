@@ -196,6 +196,8 @@ TIMELINE_LABELS = {
     "delivery.sent": "notified {email} by {channel}",
     "delivery.attempt_failed": "could not reach {email} by {channel} yet; retrying",
     "delivery.failed": "failed to notify {email} by {channel}",
+    "delivery.delivered": "{email} received it by {channel}",
+    "delivery.read": "{email} read it on {channel}",
 }
 
 

@@ -182,6 +182,10 @@ class Delivery(models.Model):
                 name="dlv_due",
                 condition=models.Q(status__in=["pending", "sending"]),
             ),
+            # Provider status callbacks (Twilio) find the delivery by the provider's message id.
+            models.Index(
+                fields=["provider_id"], name="dlv_provider_id", condition=~models.Q(provider_id="")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -457,22 +457,32 @@ def _delivery_failed(delivery: Delivery, error: TransportError) -> Delivery | Re
         updated = _mine(delivery).update(
             status=Delivery.Status.FAILED, claimed_until=None, last_error=message
         )
-        if not updated:
-            return delivery
-        delivery.status, delivery.last_error = Delivery.Status.FAILED, message
-        if error.permanent and delivery.contact_point_id is not None:
-            ContactPoint.objects.filter(
-                pk=delivery.contact_point_id, failing_since__isnull=True
-            ).update(failing_since=now, last_error=message)
-        _delivery_audit(delivery, "delivery.failed", error=message, permanent=error.permanent)
-        _fall_through(delivery, now=now)
+        if updated:
+            _failed_for_good(delivery, error, message=message, now=now)
     return delivery
 
 
+def _failed_for_good(
+    delivery: Delivery, error: TransportError, *, message: str, now: datetime, **audit: Any
+) -> None:
+    """The rest of a final failure, once the row says ``failed``: a permanent error marks the
+    contact point failing; audited; the person's next contact point is tried at once."""
+    delivery.status, delivery.last_error = Delivery.Status.FAILED, message
+    if error.permanent and delivery.contact_point_id is not None:
+        ContactPoint.objects.filter(
+            pk=delivery.contact_point_id, failing_since__isnull=True
+        ).update(failing_since=now, last_error=message)
+    _delivery_audit(delivery, "delivery.failed", error=message, permanent=error.permanent, **audit)
+    _fall_through(delivery, now=now)
+
+
 def _fall_through(delivery: Delivery, *, now: datetime) -> Delivery | None:
-    """After a final failure, the person's next usable contact point for the same event."""
+    """After a final failure, the person's next usable contact point for the same event — while
+    the escalation still waits at that event's level and round."""
     escalation, membership = delivery.escalation, delivery.membership
     if membership is None or escalation.status != Escalation.Status.PENDING:
+        return None
+    if (delivery.level, delivery.round) != (escalation.current_level, escalation.current_round):
         return None
     snapshot = _level_snapshot(escalation, delivery.level)
     tried = set(
@@ -545,21 +555,7 @@ def delivery_report_failed(
             status=Delivery.Status.FAILED, last_error=message
         ):
             return None
-        delivery.status, delivery.last_error = Delivery.Status.FAILED, message
-        if error.permanent and delivery.contact_point_id is not None:
-            ContactPoint.objects.filter(
-                pk=delivery.contact_point_id, failing_since__isnull=True
-            ).update(failing_since=now, last_error=message)
-        _delivery_audit(
-            delivery,
-            "delivery.failed",
-            error=message,
-            permanent=error.permanent,
-            reported_by="provider",
-        )
-        escalation = delivery.escalation
-        if (delivery.level, delivery.round) == (escalation.current_level, escalation.current_round):
-            _fall_through(delivery, now=now)
+        _failed_for_good(delivery, error, message=message, now=now, reported_by="provider")
     return delivery
 
 

@@ -20,6 +20,7 @@ from notifications.models import ChannelAnswerCode, Delivery
 from notifications.services import preference_get
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
+from tests.console.helpers import signed_in
 
 from .conftest import add_point, deliveries, new_escalation
 from .fakes import FakeTwilio, delivery_sent, twilio_configured
@@ -410,6 +411,10 @@ def test_delivered_and_read_are_recorded_once_each(
     assert delivered.data["email"] == "bob@acme.test"
     assert delivered.data["reported_by"] == "provider"
     assert deliveries(escalation["id"])[0].status == "sent"
+    page = signed_in(acme.members["alice"].user).get(f"/escalations/{escalation['id']}/")
+    timeline = page.content.decode()
+    assert "bob@acme.test received it by sms" in timeline
+    assert "bob@acme.test read it on sms" in timeline
 
 
 def test_status_callbacks_are_not_found_while_twilio_is_not_configured(
