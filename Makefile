@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m bench.policy_engine
 	$(BIN)/python -m bench.queue_page
 	$(BIN)/python -m bench.queue_fanout
+	$(BIN)/python -m bench.notification_fanout
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*

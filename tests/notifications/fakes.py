@@ -49,6 +49,9 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    # Wall clock (``time.time()``) when the request line and headers had arrived: the
+    # provider's receipt time, which ``bench/notification_fanout.py`` measures latency to.
+    received_at: float = field(default_factory=time.time)
 
     def form(self) -> dict[str, str]:
         return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
@@ -76,12 +79,14 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             def _serve(self) -> None:
+                received_at = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 request = Request(
                     self.command,
                     self.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     self.rfile.read(length),
+                    received_at,
                 )
                 with fake.lock:
                     fake.requests.append(request)
