@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from celery import Task, shared_task
+from django.conf import settings
 
 from awaithuman.celery import enqueue
 
 from . import services
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
+@shared_task(
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=None,
+    priority=settings.BULK_TASK_PRIORITY,
+)
 def deliver(self: Task, delivery_id: int) -> str:
     """Send one delivery (a no-op when it is not due, already sent, or another worker has it).
 
