@@ -956,10 +956,18 @@ def analysis(loads: dict[str, Any], profile: dict[str, Any], workers: int) -> st
             "the fan-out. The tail is the end of the burst waiting for the backlog to drain, so "
             "the p99 grows with the burst's size; what decides it is the cost of one send."
         )
+    if tasks["p50_ms"] and tasks["p50_ms"] > 1.5 * send["wall_ms"]:
+        parts.append(
+            f"In the burst a task takes {tasks['p50_ms'] / send['wall_ms']:.1f}× (p50) what a "
+            f"send takes alone ({send['wall_ms']} ms, below): the workers share the CPUs with "
+            "daphne creating escalations and with PostgreSQL, so more workers on the same "
+            "machine would not add much."
+        )
     below = paced["creates_per_s"] * len(CHANNELS) < capacity
     parts.append(
-        f"{'Below' if below else 'At'} that capacity ({paced['creates_per_s']} creates/s × 3) "
-        f"the p99 is {(paced['p99_ms'] or 0) / 1000:.2f} s. Alone, a send takes "
+        f"{'Below' if below else 'At'} the workers' capacity ({paced['creates_per_s']} "
+        "creates/s × 3) "
+        f"the p99 is {(paced['p99_ms'] or 0) / 1000:.2f} s. A send alone takes "
         f"{send['wall_ms']} ms — {send['queries']:g} queries ({send['sql_ms']} ms) and a provider "
         f"call of {send['http_ms']} ms"
         + (
