@@ -177,14 +177,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Priorities on the Redis broker (0 first): beat's ticks (timers, sweeps) keep the default 0,
-# the bulk of sends runs at BULK_TASK_PRIORITY, so a burst of thousands of notifications never
-# holds up an escalation's timeout or level change behind it.
+# the bulk of sends runs at 6, so a burst of thousands of notifications never holds up an
+# escalation's timeout or level change behind it.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
     "queue_order_strategy": "priority",
 }
-BULK_TASK_PRIORITY = 6
+CELERY_TASK_ROUTES = {
+    name: {"priority": 6}
+    for name in (
+        "notifications.tasks.deliver",
+        "notifications.tasks.deliver_many",
+        "notifications.callback_tasks.webhook_deliver",
+        "notifications.channel_answers.messages_update_after_decision",
+    )
+}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "escalation-timers": {

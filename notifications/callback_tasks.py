@@ -8,10 +8,9 @@ importing it here at the top would be a cycle.
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
 
-@shared_task(ignore_result=True, priority=settings.BULK_TASK_PRIORITY)
+@shared_task(ignore_result=True)
 def webhook_deliver(message_id: int, claim: str) -> None:
     """One attempt of a message this caller claimed (a stale claim sends nothing)."""
     from .callbacks import webhook_message_attempt

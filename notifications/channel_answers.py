@@ -280,7 +280,7 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
         enqueue(messages_update_after_decision, (escalation_id,))
 
 
-@shared_task(acks_late=True, ignore_result=True, priority=settings.BULK_TASK_PRIORITY)
+@shared_task(acks_late=True, ignore_result=True)
 def messages_update_after_decision(escalation_id: int) -> None:
     """Edit every sent Telegram/Slack message (and replace push notifications) of a terminal
     escalation. A provider failure is logged and skipped: the decision stands either way."""

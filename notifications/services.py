@@ -33,7 +33,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from audit.services import audit_record
+from audit.services import audit_batch, audit_record
 from awaithuman.celery import enqueue
 from escalations.models import Escalation
 from tenants.ids import new_public_id
@@ -305,9 +305,9 @@ def _insert_new(rows: list[Delivery]) -> list[Delivery]:
 
 
 def _enqueue_after_commit(delivery_ids: list[int]) -> None:
-    from .tasks import deliver
+    from .tasks import deliver_many
 
-    transaction.on_commit(lambda: enqueue(deliver, *[(pk,) for pk in delivery_ids]))
+    transaction.on_commit(lambda: enqueue(deliver_many, (delivery_ids,)))
 
 
 # --- Sending ----------------------------------------------------------------------------------
@@ -328,59 +328,90 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def delivery_claim(delivery_id: int, *, now: datetime) -> bool:
-    """Take a delivery for sending: pending and due, or sending with an expired lease.
+def _claim(delivery_ids: list[int], *, now: datetime) -> datetime | None:
+    """Take deliveries for sending: pending and due, or sending with an expired lease.
 
     The conditional UPDATE is the lock: of any number of tasks for one delivery (a Celery
     redelivery after a worker died, a retry and the sweep), exactly one gets it per lease.
+    Returns the lease's end, which marks the rows this call took (None: it took none) — a row
+    is claimed again only once that lease has passed, so no other claim carries the same end.
     """
-    lease = timedelta(seconds=settings.NOTIFICATION_DELIVERY_LEASE_SECONDS)
+    lease_end = now + timedelta(seconds=settings.NOTIFICATION_DELIVERY_LEASE_SECONDS)
     due = Q(status=Delivery.Status.PENDING) & (
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1))
     )
     expired = Q(status=Delivery.Status.SENDING, claimed_until__lte=now)
     claimed = (
-        Delivery.objects.filter(pk=delivery_id)
+        Delivery.objects.filter(pk__in=delivery_ids)
         .filter(due | expired)
         .update(
             status=Delivery.Status.SENDING,
             attempts=F("attempts") + 1,
-            claimed_until=now + lease,
+            claimed_until=lease_end,
             next_attempt_at=None,
         )
     )
-    return claimed == 1
+    return lease_end if claimed else None
+
+
+def delivery_claim(delivery_id: int, *, now: datetime) -> bool:
+    """Take one delivery for sending (see ``_claim``)."""
+    return _claim([delivery_id], now=now) is not None
 
 
 def delivery_send(delivery_id: int) -> Delivery | RetryLater | None:
     """Send one delivery if it is this caller's to send; None when another worker has it."""
-    now = timezone.now()
-    if not delivery_claim(delivery_id, now=now):
-        return None
-    delivery = Delivery.objects.select_related(
-        "escalation__agent", "escalation__organization", "contact_point", "membership__user"
-    ).get(pk=delivery_id)
-    escalation = delivery.escalation
-    if escalation.status != Escalation.Status.PENDING or (delivery.level, delivery.round) != (
-        escalation.current_level,
-        escalation.current_round,
-    ):
-        return _delivery_skipped(delivery)
+    return deliveries_send([delivery_id])[delivery_id]
 
-    transport = TRANSPORTS.get(delivery.channel)
-    point = delivery.contact_point
-    try:
-        if transport is None:
-            raise TransportError(f"no transport for {delivery.channel}", permanent=True)
-        if point is None or not point.is_usable:
-            raise TransportError("the contact point was removed or is failing", permanent=True)
-        provider_id = transport().send(delivery)
-    except TransportError as exc:
-        return _delivery_failed(delivery, exc)
-    except Exception as exc:  # a bug or an unmapped library error: retry, do not lose it
-        logger.exception("delivery %s: unexpected error from the transport", delivery.public_id)
-        return _delivery_failed(delivery, TransportError(f"{type(exc).__name__}: {exc}"[:300]))
-    return _delivery_sent(delivery, provider_id or "")
+
+def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater | None]:
+    """Send the deliveries that are this caller's to send; each one's outcome by id (None when
+    another worker has it or it is not due).
+
+    The deliveries of one fan-out event travel in one task (``tasks.deliver_many``): one claim,
+    one load, the provider calls, then every successful send recorded in one transaction with
+    its audit events — a third of the database work of sending them one by one. A worker that
+    dies after a provider call and before that transaction leaves the row ``sending`` until its
+    lease ends, like one that dies mid-call: the sweep sends it again (at least once; at most
+    once per lease).
+    """
+    outcomes: dict[int, Delivery | RetryLater | None] = dict.fromkeys(delivery_ids)
+    lease_end = _claim(delivery_ids, now=timezone.now())
+    if lease_end is None:
+        return outcomes
+    claimed = Delivery.objects.select_related(
+        "escalation__agent",
+        "escalation__organization",
+        "contact_point__membership",
+        "membership__user",
+    ).filter(pk__in=delivery_ids, status=Delivery.Status.SENDING, claimed_until=lease_end)
+    sent: list[tuple[Delivery, str]] = []
+    for delivery in claimed.order_by("pk"):
+        escalation = delivery.escalation
+        if escalation.status != Escalation.Status.PENDING or (delivery.level, delivery.round) != (
+            escalation.current_level,
+            escalation.current_round,
+        ):
+            outcomes[delivery.pk] = _delivery_skipped(delivery)
+            continue
+        transport = TRANSPORTS.get(delivery.channel)
+        point = delivery.contact_point
+        try:
+            if transport is None:
+                raise TransportError(f"no transport for {delivery.channel}", permanent=True)
+            if point is None or not point.is_usable:
+                raise TransportError("the contact point was removed or is failing", permanent=True)
+            sent.append((delivery, transport().send(delivery) or ""))
+        except TransportError as exc:
+            outcomes[delivery.pk] = _delivery_failed(delivery, exc)
+        except Exception as exc:  # a bug or an unmapped library error: retry, do not lose it
+            logger.exception("delivery %s: unexpected error from the transport", delivery.public_id)
+            outcomes[delivery.pk] = _delivery_failed(
+                delivery, TransportError(f"{type(exc).__name__}: {exc}"[:300])
+            )
+    if sent:
+        outcomes.update(_deliveries_sent(sent))
+    return outcomes
 
 
 def _mine(delivery: Delivery) -> Any:
@@ -409,24 +440,27 @@ def _delivery_audit(delivery: Delivery, action: str, **data: Any) -> None:
     )
 
 
-def _delivery_sent(delivery: Delivery, provider_id: str) -> Delivery:
+def _deliveries_sent(sent: list[tuple[Delivery, str]]) -> dict[int, Delivery]:
+    """Record sends (each with the provider's message id) in one transaction: their audit
+    events go to the chain together (``audit_batch``)."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = _mine(delivery).update(
-            status=Delivery.Status.SENT,
-            provider_id=provider_id[:200],
-            sent_at=now,
-            claimed_until=None,
-            last_error="",
-        )
-        if updated:
-            delivery.status, delivery.provider_id, delivery.sent_at = (
-                Delivery.Status.SENT,
-                provider_id,
-                now,
+    with transaction.atomic(), audit_batch():
+        for delivery, provider_id in sent:
+            updated = _mine(delivery).update(
+                status=Delivery.Status.SENT,
+                provider_id=provider_id[:200],
+                sent_at=now,
+                claimed_until=None,
+                last_error="",
             )
-            _delivery_audit(delivery, "delivery.sent", provider_id=provider_id[:200])
-    return delivery
+            if updated:
+                delivery.status, delivery.provider_id, delivery.sent_at = (
+                    Delivery.Status.SENT,
+                    provider_id,
+                    now,
+                )
+                _delivery_audit(delivery, "delivery.sent", provider_id=provider_id[:200])
+    return {delivery.pk: delivery for delivery, _ in sent}
 
 
 def _delivery_skipped(delivery: Delivery) -> Delivery:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from celery import Task, shared_task
-from django.conf import settings
 
 from awaithuman.celery import enqueue
 
 from . import services
 
 
-@shared_task(
-    bind=True,
-    acks_late=True,
-    ignore_result=True,
-    max_retries=None,
-    priority=settings.BULK_TASK_PRIORITY,
-)
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def deliver(self: Task, delivery_id: int) -> str:
     """Send one delivery (a no-op when it is not due, already sent, or another worker has it).
 
@@ -31,6 +26,23 @@ def deliver(self: Task, delivery_id: int) -> str:
             raise self.retry(countdown=outcome.delay)
         return "retry"
     return getattr(outcome, "status", "not claimed")
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True)
+def deliver_many(self: Task, delivery_ids: list[int]) -> str:
+    """Send one fan-out event's deliveries together (``services.deliveries_send``); each
+    transient failure is retried on its own by ``deliver`` after its backoff (eagerly, by the
+    sweep). Returns a summary for the worker's log, e.g. "sent 3"."""
+    outcomes = services.deliveries_send(delivery_ids)
+    summary: Counter[str] = Counter()
+    for delivery_id, outcome in outcomes.items():
+        if isinstance(outcome, services.RetryLater):
+            summary["retry"] += 1
+            if not self.app.conf.task_always_eager:
+                deliver.apply_async((delivery_id,), countdown=outcome.delay)
+        else:
+            summary[getattr(outcome, "status", "not claimed")] += 1
+    return ", ".join(f"{status} {count}" for status, count in sorted(summary.items()))
 
 
 @shared_task(ignore_result=True)
