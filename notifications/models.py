@@ -155,6 +155,7 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Sending: the worker's lease ends. Pending: the sweep queued it again and will not before.
     claimed_until = models.DateTimeField(null=True, blank=True)
     # The delivery whose permanent failure this one falls through from.
     fallback_of = models.OneToOneField(

@@ -631,17 +631,30 @@ def delivery_report_delivered(
 
 
 def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Deliveries a send task should look at now: a retry that is due, a first send whose task
-    was lost, a claim whose lease ran out (its worker died mid-send)."""
+    """Deliveries the sweep queues a send task for now: a retry that is due, a first send whose
+    task was lost, a claim whose lease ran out (its worker died mid-send).
+
+    The sweep cannot tell a lost task from one still waiting in a long queue, so a pending row
+    it returns is marked (``claimed_until``, which a pending row has no other use for) and not
+    returned again for ``NOTIFICATION_LOST_TASK_SECONDS``: a backlog gets one extra task per
+    delivery and grace period, not one per sweep. The claim ignores the mark.
+    """
     now = now or timezone.now()
     lost_after = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
-    pending = Q(status=Delivery.Status.PENDING)
+    pending = Q(status=Delivery.Status.PENDING) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    )
     due = (
         (pending & Q(next_attempt_at__lte=now))
         | (pending & Q(next_attempt_at__isnull=True, created_at__lte=now - lost_after))
         | Q(status=Delivery.Status.SENDING, claimed_until__lte=now)
     )
-    return list(Delivery.objects.filter(due).order_by("pk").values_list("pk", flat=True)[:limit])
+    with transaction.atomic():
+        ids = list(Delivery.objects.filter(due).order_by("pk").values_list("pk", flat=True)[:limit])
+        Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(
+            claimed_until=now + lost_after
+        )
+    return ids
 
 
 # --- Contact points ---------------------------------------------------------------------------

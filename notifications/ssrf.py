@@ -28,6 +28,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import certifi
@@ -160,14 +161,21 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: making one loads the CA bundle (~15 ms), once per
+    callback attempt otherwise. Contexts are safe to share between threads."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool that connects through ``GuardedBackend``."""
 
     def __init__(self, *, allow_private: bool) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=_ssl_context(), trust_env=False)
         # httpx offers no argument for the network backend; its pool is replaced as a whole.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            ssl_context=_ssl_context(),
             network_backend=GuardedBackend(allow_private=allow_private),
             max_connections=4,
             max_keepalive_connections=0,

@@ -139,11 +139,28 @@ def test_a_task_whose_message_was_lost_is_found_by_the_sweep(
     assert len(created) == 2
     mail.outbox.clear()
     assert services.deliveries_due() == []
-    lost_after = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
-    later = timezone.now() + lost_after + timedelta(seconds=1)
-    assert sorted(services.deliveries_due(now=later)) == sorted(d.pk for d in created)
     Delivery.objects.filter(escalation=row).update(created_at=timezone.now() - timedelta(hours=1))
 
     assert tasks.deliveries_due() == 2
     assert len(mail.outbox) == 2
     assert tasks.deliveries_due() == 0
+
+
+def test_the_sweep_queues_a_waiting_delivery_again_once_per_grace_period(
+    acme: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A task waiting in a long queue looks lost to the sweep: it gets one extra task per grace
+    period, not one on every sweep."""
+    with django_capture_on_commit_callbacks(execute=False):
+        escalation = create_escalation(acme)
+    row = Escalation.objects.get(public_id=escalation["id"])
+    with django_capture_on_commit_callbacks(execute=False):
+        created = services.deliveries_fan_out(escalation_id=row.pk, event="created", payload={})
+    ids = sorted(d.pk for d in created)
+    grace = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
+    now = timezone.now() + grace + timedelta(seconds=1)
+
+    assert sorted(services.deliveries_due(now=now)) == ids
+    assert services.deliveries_due(now=now + timedelta(seconds=5)) == []
+    assert sorted(services.deliveries_due(now=now + grace + timedelta(seconds=1))) == ids
+    assert services.delivery_claim(ids[0], now=now), "the queued task still claims it"
