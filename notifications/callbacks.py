@@ -142,14 +142,18 @@ def _on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]
     if event_type is None:
         return
     ensure_in_process_ticker()
+    # Two narrow reads first: most events (a timeout sweep of thousands) want no message.
+    organization_id, callback_url = Escalation.objects.values_list(
+        "organization_id", "callback_url"
+    ).get(pk=escalation_id)
+    wants_callback = event in TERMINAL_EVENTS and bool(callback_url)
+    if not wants_callback and not webhooks.has_endpoints(organization_id, event_type):
+        return
     escalation = (
         Escalation.objects.select_related("agent", "organization", "assignee__user")
         .prefetch_related("responses__membership__user")
         .get(pk=escalation_id)
     )
-    wants_callback = event in TERMINAL_EVENTS and bool(escalation.callback_url)
-    if not wants_callback and not webhooks.has_endpoints(escalation.organization, event_type):
-        return
     data = escalation_data(escalation)
     queued: list[WebhookMessage] = []
     if wants_callback:

@@ -274,9 +274,19 @@ def outcome_sentence(escalation: Escalation) -> str:
 # --- editing sent messages after the decision -----------------------------------------------
 
 
+def _sent_editable(escalation_id: int) -> Any:
+    return Delivery.objects.filter(
+        escalation_id=escalation_id,
+        status=Delivery.Status.SENT,
+        channel__in=EDITABLE_CHANNELS,
+    )
+
+
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Escalations hook: once terminal, have the messages already sent show the outcome."""
-    if event in TERMINAL_EVENTS:
+    """Escalations hook: once terminal, have the messages already sent show the outcome.
+    Most escalations have none to edit (a timeout sweep of thousands, e-mail and SMS only):
+    one indexed query here spares them a task."""
+    if event in TERMINAL_EVENTS and _sent_editable(escalation_id).exists():
         enqueue(messages_update_after_decision, (escalation_id,))
 
 
@@ -286,12 +296,8 @@ def messages_update_after_decision(escalation_id: int) -> None:
     escalation. A provider failure is logged and skipped: the decision stands either way."""
     from .transports import TRANSPORTS
 
-    deliveries = Delivery.objects.select_related(
+    deliveries = _sent_editable(escalation_id).select_related(
         "escalation", "contact_point", "membership__user"
-    ).filter(
-        escalation_id=escalation_id,
-        status=Delivery.Status.SENT,
-        channel__in=EDITABLE_CHANNELS,
     )
     for delivery in deliveries:
         if not delivery.escalation.is_terminal or delivery.contact_point is None:

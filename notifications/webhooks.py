@@ -54,7 +54,7 @@ def _subscribed(organization: Organization | int, event_type: str) -> list[Webho
     return [endpoint for endpoint in endpoints if event_type in endpoint.events]
 
 
-def has_endpoints(organization: Organization, event_type: str) -> bool:
+def has_endpoints(organization: Organization | int, event_type: str) -> bool:
     return bool(_subscribed(organization, event_type))
 
 
