@@ -63,6 +63,7 @@ def test_a_burst_gets_exactly_the_quota_through(billing_on: Any, settings: Any) 
     _check(statuses, acme, creates=40, left=25)
 
 
+@pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_300_concurrent_creates_against_250_left_on_postgresql(
     billing_on: Any, settings: Any
