@@ -129,15 +129,7 @@ def _secret_for(message: WebhookMessage) -> list[str]:
 
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
     """The escalations hook (after commit): queue the agent's callback and the organization's
-    webhooks for this event. Never raises: the decision is already committed, and a failure here
-    must not turn the decider's answer into an error."""
-    try:
-        _on_escalation_event(escalation_id, event, payload)
-    except Exception:
-        logger.exception("queueing callbacks for escalation %s (%s) failed", escalation_id, event)
-
-
-def _on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
+    webhooks for this event (``escalations.hooks.emit`` logs a failure; the decision stands)."""
     event_type = webhooks.EVENT_TYPES.get(event)
     if event_type is None:
         return
