@@ -146,9 +146,9 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     """
     if refusal := _twilio_refusal(request):
         return refusal
-    # The delivery is found by the sid Twilio answered the send with, which ``delivery_send``
-    # stores as soon as that answer arrives. A report overtaking the store (it would have to
-    # come within milliseconds of the send) finds nothing and is dropped like an unknown sid.
+    # The delivery is found by the sid Twilio answered the send with, which ``deliveries_send``
+    # stores once the event's few sends are done. A report overtaking the store (it would have
+    # to come within milliseconds of the send) finds nothing and is dropped like an unknown sid.
     sid = request.POST.get("MessageSid", "")
     status = request.POST.get("MessageStatus", "")
     if sid and status in ("failed", "undelivered"):

@@ -6,10 +6,11 @@ says (``NotificationPreference.all_points_for``) — in one transaction with its
 queues a send task per delivery after commit. The constraints on ``Delivery`` make a repeated
 event (a retried hook, two tickers) create nothing twice.
 
-Sending (``delivery_send``) claims the row with a conditional UPDATE, checks that the
-escalation still waits at the delivery's level, calls the channel's transport, and records the
-outcome: sent; a transient failure retried later with backoff; or a permanent one, which marks
-the contact point failing and falls through at once to the person's next contact point.
+Sending (``deliveries_send``: one event's deliveries together; ``delivery_send``: one) claims
+the rows with a conditional UPDATE, checks that the escalation still waits at each delivery's
+level, calls the channel's transport, and records the outcome: sent; a transient failure
+retried later with backoff; or a permanent one, which marks the contact point failing and falls
+through at once to the person's next contact point.
 """
 
 from __future__ import annotations

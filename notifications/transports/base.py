@@ -29,7 +29,7 @@ class Transport:
     """Sends one delivery; returns the provider's message id (or "").
 
     Every method either returns or raises ``TransportError``; anything else is treated as a
-    transient failure by the caller (``notifications.services.delivery_send``).
+    transient failure by the caller (``notifications.services.deliveries_send``).
     """
 
     channel: str = ""
