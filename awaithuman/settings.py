@@ -200,6 +200,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 1.0,
         "options": {"expires": 5},
     },
+    # The safety net under the after-commit nudges (escalations.outbox).
+    "outbox-dispatch": {
+        "task": "escalations.tasks.outbox_dispatch_task",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
     "idempotency-purge": {"task": "escalations.tasks.idempotency_purge", "schedule": 3600.0},
 }
 
@@ -256,6 +262,9 @@ WAIT_MAX_SECONDS = 60
 TIMER_TICK_SECONDS = 0.5
 # The embedded default ticks timers in the ASGI process; production leaves it to Celery beat.
 TIMERS_IN_PROCESS = envbool("TIMERS_IN_PROCESS", EMBEDDED)
+# After a commit that owes effects, at most one outbox dispatch task is queued per this many
+# seconds across the deployment; the task drains everything due.
+OUTBOX_NUDGE_SECONDS = 1.0
 
 AUDIT_ORGANIZATION_MODEL = "tenants.Organization"
 

@@ -26,7 +26,8 @@ from tenants.admin_site import (
 )
 from tenants.models import Membership, Organization
 
-from .models import CHANNEL_CHOICES, Escalation, Policy, PolicyLevel, Response
+from .models import CHANNEL_CHOICES, Escalation, OutboxEvent, Policy, PolicyLevel, Response
+from .outbox import outbox_retry
 from .policies import ConditionError, condition_check, policy_dry_run, policy_snapshot
 
 CONDITION_HELP = """CEL expression over the escalation; empty matches everything. Variables:
@@ -275,3 +276,27 @@ class PolicyAdmin(OrganizationScopedAdmin):
             "condition_help": CONDITION_HELP,
         }
         return render(request, "admin/escalations/policy/dry_run.html", context)
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    """Effects still owed, for the platform's operators: a parked row shows its last error and
+    can be retried once its cause is fixed. Rows change only through the dispatcher."""
+
+    list_display = ("id", "consumer", "event", "escalation", "attempts", "parked_at", "last_error")
+    list_filter = ("consumer", "event", ("parked_at", admin.EmptyFieldListFilter))
+    actions = ["retry"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return [field.name for field in OutboxEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Retry now")
+    def retry(self, request: HttpRequest, queryset: Any) -> None:
+        retried = outbox_retry(ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{retried} event(s) are due again.")

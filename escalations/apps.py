@@ -8,7 +8,8 @@ class EscalationsConfig(AppConfig):
     verbose_name = "Escalations"
 
     def ready(self) -> None:
-        from . import hooks, live
+        from . import hooks, live, wakeups
 
-        # The live queue is a subscriber like any other: it learns of events after commit.
-        hooks.register(live.queue_broadcast)
+        # The live queue is a consumer like any other: it learns of events from the outbox.
+        hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)
+        hooks.register("wakeups", wakeups.wake_consumer, events={"decided", "expired", "cancelled"})

@@ -21,7 +21,7 @@ from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR
 
-from . import hooks, wakeups
+from . import outbox, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
 from .policies import ConditionFailure, policy_match, policy_snapshot
@@ -108,16 +108,12 @@ def atomic_audited(function: Callable[P, R]) -> Callable[P, R]:
 def _after_commit(
     escalation: Escalation, event: str, payload: dict[str, Any] | None = None
 ) -> None:
-    public_id, pk = escalation.public_id, escalation.pk
-    terminal = escalation.is_terminal
+    """Owe ``event``'s effects (outbox rows, in this transaction) and, for a decision, wake the
+    long-polls right after commit; the outbox's own wake consumer is the safety net."""
     payload = {"generation": escalation.timer_generation, **(payload or {})}
-
-    def run() -> None:
-        if terminal:
-            wakeups.publish(public_id)
-        hooks.emit(pk, event, payload)
-
-    transaction.on_commit(run)
+    outbox.outbox_write(escalation_id=escalation.pk, event=event, payload=payload)
+    if escalation.is_terminal:
+        transaction.on_commit(functools.partial(wakeups.publish, escalation.public_id))
 
 
 @atomic_audited
@@ -549,7 +545,7 @@ def _enter_level(escalation: Escalation, *, level: int, round_: int, now: dateti
 
 
 def _level_entered(escalation: Escalation) -> None:
-    """Record that the escalation is now at its current level, and tell the hooks after commit."""
+    """Record that the escalation is now at its current level, and owe its effects (outbox)."""
     level, round_ = escalation.current_level, escalation.current_round
     snapshot_level = _levels(escalation)[level - 1]
     audit_record(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import idempotency, services
+from . import idempotency, outbox, services
 
 
 @shared_task(ignore_result=True)
@@ -15,3 +15,9 @@ def timers_tick() -> int:
 @shared_task(ignore_result=True)
 def idempotency_purge() -> int:
     return idempotency.idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def outbox_dispatch_task() -> int:
+    outbox.nudge_consumed()
+    return outbox.outbox_drain()

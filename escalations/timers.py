@@ -1,8 +1,11 @@
-"""The embedded default's timer: a daemon thread in the ASGI process ticks the due escalations.
+"""The embedded default's scheduler: a daemon thread in the ASGI process ticks the due
+escalations and dispatches the outbox.
 
-In production Celery beat sends ``escalations.tasks.timers_tick`` every second instead. Either
-way the database row (``next_action_at``) is the truth and rows are claimed with SKIP LOCKED,
-so ticking from several places at once, or missing a tick, is harmless.
+In production Celery beat sends ``escalations.tasks.timers_tick`` and
+``escalations.tasks.outbox_dispatch_task`` every second instead. Either way the database is the
+truth (``next_action_at``, the outbox rows) and rows are claimed with SKIP LOCKED, so ticking from
+several places at once, or missing a tick, is harmless. A commit that owes effects wakes the
+thread at once (``outbox.outbox_nudge``), so effects do not wait for the next tick.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from . import idempotency, services
+from . import idempotency, outbox, services
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ def _run() -> None:
         try:
             close_old_connections()
             services.timers_due()
+            outbox.outbox_drain()
             if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                 idempotency.idempotency_purge()
                 last_purge = time.monotonic()
@@ -36,7 +40,7 @@ def _run() -> None:
             logger.exception("timer tick failed; retrying")
         finally:
             close_old_connections()
-        time.sleep(settings.TIMER_TICK_SECONDS)
+        outbox.wait_for_nudge(settings.TIMER_TICK_SECONDS)
 
 
 def start_in_process_ticker() -> bool:
@@ -48,3 +52,8 @@ def start_in_process_ticker() -> bool:
         _thread = threading.Thread(target=_run, name="awaithuman-timers", daemon=True)
         _thread.start()
         return True
+
+
+def ticking_in_process() -> bool:
+    """Whether this process runs the in-process ticker (the embedded default's server)."""
+    return _thread is not None

@@ -128,8 +128,8 @@ def _secret_for(message: WebhookMessage) -> list[str]:
 
 
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """The escalations hook (after commit): queue the agent's callback and the organization's
-    webhooks for this event (``escalations.hooks.emit`` logs a failure; the decision stands)."""
+    """The outbox consumer: queue the agent's callback and the organization's webhooks for this
+    event. Idempotent: a repeated event finds its messages already made."""
     event_type = webhooks.EVENT_TYPES.get(event)
     if event_type is None:
         return
@@ -199,7 +199,8 @@ def webhook_message_enqueue(message: WebhookMessage) -> None:
         return
     claim = webhook_message_claim(message_id=message.pk)
     if claim:
-        enqueue(webhook_deliver, (message.pk, claim))
+        # Queued once the caller's transaction (the outbox dispatch) has made the message real.
+        transaction.on_commit(lambda: enqueue(webhook_deliver, (message.pk, claim)))
 
 
 def _claimable(now: datetime) -> Q:

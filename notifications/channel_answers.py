@@ -287,7 +287,7 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
     Most escalations have none to edit (a timeout sweep of thousands, e-mail and SMS only):
     one indexed query here spares them a task."""
     if event in TERMINAL_EVENTS and _sent_editable(escalation_id).exists():
-        enqueue(messages_update_after_decision, (escalation_id,))
+        transaction.on_commit(lambda: enqueue(messages_update_after_decision, (escalation_id,)))
 
 
 @shared_task(acks_late=True, ignore_result=True)
