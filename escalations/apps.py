@@ -8,7 +8,12 @@ class EscalationsConfig(AppConfig):
     verbose_name = "Escalations"
 
     def ready(self) -> None:
-        from . import hooks, live, wakeups
+        from audit.services import on_unsealed_commit
+
+        from . import hooks, live, outbox, wakeups
+
+        # New audit events are sealed by the same dispatch that runs the outbox.
+        on_unsealed_commit(outbox.outbox_nudge)
 
         # The live queue is a consumer like any other: it learns of events from the outbox.
         hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)

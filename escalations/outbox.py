@@ -218,7 +218,8 @@ _client: redis.Redis | None = None
 
 
 def outbox_nudge() -> None:
-    """Ask for a dispatch now, cheaply: the caller's commit has just made rows due.
+    """Ask for a dispatch now, cheaply: the caller's commit has just made outbox rows due (or
+    written audit events to seal).
 
     With the in-process ticker (embedded default) this wakes it. Otherwise it queues the
     dispatch task, at most once per ``OUTBOX_NUDGE_SECONDS`` per deployment (a Redis

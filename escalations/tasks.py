@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from audit.services import audit_seal
+
 from . import idempotency, outbox, services
 
 
@@ -19,5 +21,8 @@ def idempotency_purge() -> int:
 
 @shared_task(ignore_result=True)
 def outbox_dispatch_task() -> int:
+    """Seal the audit events just committed, then hand the outbox to its consumers (in that
+    order, so that live frames carry the sealed chain head as their version)."""
     outbox.nudge_consumed()
+    audit_seal()
     return outbox.outbox_drain()

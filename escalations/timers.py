@@ -1,5 +1,5 @@
 """The embedded default's scheduler: a daemon thread in the ASGI process ticks the due
-escalations and dispatches the outbox.
+escalations, seals new audit events and dispatches the outbox.
 
 In production Celery beat sends ``escalations.tasks.timers_tick`` and
 ``escalations.tasks.outbox_dispatch_task`` every second instead. Either way the database is the
@@ -17,6 +17,8 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
+from audit.services import audit_seal
+
 from . import idempotency, outbox, services
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ def _run() -> None:
         try:
             close_old_connections()
             services.timers_due()
+            audit_seal()
             outbox.outbox_drain()
             if time.monotonic() - last_purge > PURGE_EVERY_SECONDS:
                 idempotency.idempotency_purge()

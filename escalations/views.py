@@ -204,7 +204,7 @@ TIMELINE_LABELS = {
 def _timeline(escalation: Escalation) -> list[dict[str, Any]]:
     events = AuditEvent.objects.filter(
         organization_id=escalation.organization_id, target=escalation.public_id
-    ).order_by("seq")
+    ).order_by("id")
     timeline = []
     for event in events:
         data = event.data if isinstance(event.data, dict) else {}

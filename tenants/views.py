@@ -461,7 +461,7 @@ def organization_delete(request: HttpRequest) -> HttpResponse:
 @require_GET
 def audit_log(request: HttpRequest) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-seq")
+    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-id")
     action = request.GET.get("action", "").strip()[:64]
     target = request.GET.get("target", "").strip()[:64]
     if action:
