@@ -161,6 +161,8 @@ def escalation_create(
             escalation.timer_generation = 1
         escalation.next_action_at = _next_timer(escalation)
     escalation.save(force_insert=True)
+    # A new escalation has no responses: the create's response body need not ask.
+    escalation._prefetched_objects_cache = {"responses": Response.objects.none()}
     actor = api_key.as_actor() if api_key is not None else agent.as_actor()
     audit_record(
         organization_id=organization.pk,

@@ -6,3 +6,21 @@ from django.apps import AppConfig
 class TenantsConfig(AppConfig):
     name = "tenants"
     verbose_name = "Organizations and identities"
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_delete, post_save
+
+        from . import keycache
+        from .models import Agent, ApiKey, Membership, Organization
+
+        # Cache invalidation, not domain flow: any save or delete of what an API key's
+        # authentication reads (from a service, Django admin or a shell) empties the key cache
+        # of every process once it commits.
+        for model in (ApiKey, Agent, Membership, Organization, get_user_model()):
+            for signal in (post_save, post_delete):
+                signal.connect(
+                    keycache.invalidate_on_commit,
+                    sender=model,
+                    dispatch_uid=f"keycache-{model._meta.label}-{signal is post_save}",
+                )
