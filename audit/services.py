@@ -109,8 +109,8 @@ def audit_record(
     Must run inside ``transaction.atomic()``: the event commits or rolls back with the change it
     records. It is inserted unsealed — no lock, no chain work on the writer's path, so writers of
     one organization never queue behind each other — and ``audit_seal`` gives it its ``seq`` and
-    hash shortly after commit (the sealers registered with ``on_unsealed_commit`` are asked to
-    run then). The returned event's ``seq`` and ``hash`` are therefore still ``None``.
+    hash shortly after commit (the sealer registered with ``on_unsealed_commit`` is asked to
+    arrange that). The returned event's ``seq`` and ``hash`` are therefore still ``None``.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError(
@@ -171,9 +171,10 @@ _sealers: list[Callable[[], None]] = []
 
 
 def on_unsealed_commit(sealer: Callable[[], None]) -> None:
-    """Register ``sealer`` (e.g. "queue a task that runs ``audit_seal``"), called after every
-    commit that wrote events. A higher app registers it in its ``AppConfig.ready``; without one,
-    events are sealed by whoever runs ``audit_seal`` next."""
+    """Register ``sealer``, called inside every transaction that writes events: it should
+    arrange for ``audit_seal`` to run once that transaction commits (``transaction.on_commit``).
+    A higher app registers it in its ``AppConfig.ready``; without one, events are sealed by
+    whoever runs ``audit_seal`` next."""
     if sealer not in _sealers:
         _sealers.append(sealer)
 
@@ -185,7 +186,7 @@ def _request_sealing() -> None:
 
 def _append(events: list[AuditEvent]) -> None:
     AuditEvent.objects.bulk_create(events)
-    transaction.on_commit(_request_sealing)
+    _request_sealing()
 
 
 SEAL_BATCH = 5000

@@ -13,7 +13,7 @@ class EscalationsConfig(AppConfig):
         from . import hooks, live, outbox, wakeups
 
         # New audit events are sealed by the same dispatch that runs the outbox.
-        on_unsealed_commit(outbox.outbox_nudge)
+        on_unsealed_commit(outbox.nudge_on_commit)
 
         # The live queue is a consumer like any other: it learns of events from the outbox.
         hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)

@@ -60,7 +60,7 @@ def outbox_write(*, escalation_id: int, event: str, payload: dict[str, Any]) -> 
             for name in names
         ]
     )
-    transaction.on_commit(outbox_nudge)
+    nudge_on_commit()
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -215,6 +215,19 @@ def _redis() -> redis.Redis:
 
 
 _client: redis.Redis | None = None
+
+
+def nudge_on_commit() -> None:
+    """``outbox_nudge`` once the current transaction commits; once per transaction, however
+    many events and audit records it writes."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        current = set(connection.savepoint_ids)
+        for savepoints, func, _ in connection.run_on_commit:
+            # Registered at this level or an outer one: it runs whenever this work commits.
+            if func is outbox_nudge and savepoints <= current:
+                return
+    transaction.on_commit(outbox_nudge)
 
 
 def outbox_nudge() -> None:

@@ -143,3 +143,12 @@ def test_nothing_is_owed_when_the_change_rolls_back(acme: Tenant, recorder: Reco
     response = acme.agent_client().post("/api/v1/escalations", {"kind": "approval"}, format="json")
     assert response.status_code == 400
     assert not OutboxEvent.objects.exists()
+
+
+def test_one_commit_asks_for_one_dispatch(acme: Tenant, django_capture_on_commit_callbacks: Any):
+    with django_capture_on_commit_callbacks() as callbacks:
+        create_escalation(acme)
+    # The escalation's outbox rows and its audit event share one nudge.
+    assert [callback for callback in callbacks if callback is outbox.outbox_nudge] == [
+        outbox.outbox_nudge
+    ]
