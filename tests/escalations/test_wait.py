@@ -109,3 +109,30 @@ async def test_wait_for_an_unknown_escalation_is_404(acme):
     result = await wait(acme.agent_key, "esc_doesnotexist", timeout=2)
     assert result["status"] == 404
     assert result["body"]["type"].endswith("/not-found")
+
+
+async def test_waiters_woken_together_each_get_their_own_decision(acme, globex):
+    created = [await sync_to_async(create_escalation)(acme) for _ in range(12)]
+    foreign = await sync_to_async(create_escalation)(globex)
+    waiters = [
+        asyncio.create_task(wait(acme.agent_key, escalation["id"], "?timeout=30", timeout=20))
+        for escalation in created
+    ]
+    stranger = asyncio.create_task(wait(acme.agent_key, foreign["id"], "?timeout=30", timeout=20))
+    await asyncio.sleep(0.5)
+    assert not any(waiter.done() for waiter in waiters)
+    bob = acme.client_for("bob")
+    for n, escalation in enumerate(created):
+        outcome = "approve" if n % 2 else "reject"
+        answer = await sync_to_async(bob.post)(
+            f"/api/v1/escalations/{escalation['id']}/responses", {"outcome": outcome}, format="json"
+        )
+        assert answer.status_code == 201, answer.content
+    results = await asyncio.gather(*waiters)
+    assert [(r["body"]["id"], r["body"]["status"]) for r in results] == [
+        (escalation["id"], "approved" if n % 2 else "rejected")
+        for n, escalation in enumerate(created)
+    ]
+    assert all("ratelimit" in result["headers"] for result in results)
+    # Another organization's escalation is never read back into this key's answer.
+    assert (await stranger)["status"] == 404
