@@ -274,15 +274,18 @@ class WaitEndpoint:
             organization_id = reply.organization_id
             while not reply.is_problem and not reply.terminal:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and reply.body:
                     break
-                try:
-                    await asyncio.wait_for(asyncio.shield(future), remaining)
-                except TimeoutError:
-                    pass
-                else:
-                    # Woken: register again first (the wake may be spurious), then re-read.
-                    future = await dispatcher.register(public_id)
+                # Past the deadline already (a first read slower than a short timeout), a
+                # pending escalation read without its body is read once more, with it.
+                if remaining > 0:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(future), remaining)
+                    except TimeoutError:
+                        pass
+                    else:
+                        # Woken: register again first (the wake may be spurious), then re-read.
+                        future = await dispatcher.register(public_id)
                 # Re-read on a wake, and at the deadline to return the current state.
                 assert organization_id is not None
                 reply = await reader.read(organization_id, public_id)

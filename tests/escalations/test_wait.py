@@ -136,3 +136,15 @@ async def test_waiters_woken_together_each_get_their_own_decision(acme, globex):
     assert all("ratelimit" in result["headers"] for result in results)
     # Another organization's escalation is never read back into this key's answer.
     assert (await stranger)["status"] == 404
+
+
+async def test_a_timeout_shorter_than_the_first_read_still_returns_the_escalation(acme):
+    # The first read of a waiter that is going to park skips the body; when it takes longer
+    # than the whole timeout (1 ms here; a loaded server with 0.3 s), the answer must still be
+    # the escalation, never an empty object.
+    created = await sync_to_async(create_escalation)(acme)
+    for _ in range(5):
+        result = await wait(acme.agent_key, created["id"], "?timeout=0.001", timeout=5)
+        assert result["status"] == 200
+        assert result["body"]["id"] == created["id"]
+        assert result["body"]["status"] == "pending"
