@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from audit.models import AuditEvent, ChainHead
 from awaithuman.problems import ApiProblem
 from tenants.console import role_required
+from tenants.ids import get_by_public_id_or_404
 from tenants.models import Membership
 
 from . import live
@@ -82,9 +83,10 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _escalation(request: HttpRequest, public_id: str) -> Escalation:
-    return get_object_or_404(
+    return get_by_public_id_or_404(
         request.organization.escalations.select_related("agent", "assignee__user"),  # type: ignore[attr-defined]
-        public_id=public_id,
+        "esc",
+        public_id,
     )
 
 
