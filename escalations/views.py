@@ -360,10 +360,7 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
     edited: dict[str, Any] | None = None
     payload: Any = None
 
-    if outcome == Response.Outcome.REJECT:
-        if not comment:
-            comment_errors.append("Say why: the reason goes back to the agent.")
-    else:
+    if outcome != Response.Outcome.REJECT:
         payload = form.parse(request.POST)
         action = escalation.action if isinstance(escalation.action, dict) else None
         if outcome == Response.Outcome.APPROVE and action and raw_arguments is not None:
@@ -390,7 +387,7 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
         )
         return render(request, "escalations/detail.html", context, status=status)
 
-    if comment_errors or arguments_errors or form.has_errors:
+    if arguments_errors or form.has_errors:
         return again(400)
     try:
         response_submit(

@@ -118,6 +118,10 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return _action_page(request, "decided", status=409, **context)
+        if problem.errors and "comment" in problem.errors:
+            # A missing reason: ask again on the same page (the link was not used up).
+            errors = problem.errors["comment"]
+            return _action_page(request, "confirm", status=400, comment_errors=errors, **context)
         return _action_page(
             request, "refused", status=problem.status_code, detail=str(problem.detail), **context
         )

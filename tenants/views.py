@@ -402,6 +402,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
                 organization=_fresh(organization),
                 name=form.cleaned_data["name"],
                 require_2fa=form.cleaned_data["require_2fa"],
+                reject_reason_required=form.cleaned_data["reject_reason_required"],
                 actor=_actor(request),
             )
             messages.success(request, "Settings saved.")

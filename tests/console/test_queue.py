@@ -229,12 +229,16 @@ def test_bad_edited_arguments_are_shown_in_place(acme):
     assert Escalation.objects.get(public_id=created["id"]).status == "pending"
 
 
-def test_reject_needs_a_reason_which_goes_to_the_agent(acme):
+def test_reject_needs_a_reason_where_the_organization_asks_and_it_goes_to_the_agent(acme):
+    acme.organization.reject_reason_required = True
+    acme.organization.save()
     created = create_escalation(acme)
     bob = signed_in(acme, "bob")
+    page = bob.get(f"/escalations/{created['id']}/").content.decode()
+    assert "(required to reject; sent to the agent)" in page
     response = bob.post(f"/escalations/{created['id']}/respond", {"outcome": "reject"})
     assert response.status_code == 400
-    assert "the reason goes back to the agent" in response.content.decode()
+    assert "this organization asks for a reason" in response.content.decode()
 
     bob.post(
         f"/escalations/{created['id']}/respond",
@@ -243,6 +247,16 @@ def test_reject_needs_a_reason_which_goes_to_the_agent(acme):
     decision = acme.agent_client().get(f"/api/v1/escalations/{created['id']}").json()
     assert decision["status"] == "rejected"
     assert "Refund only the duplicate charge." in str(decision["decision"])
+
+
+def test_reject_without_a_reason_goes_through_where_the_organization_does_not_ask(acme):
+    created = create_escalation(acme)
+    bob = signed_in(acme, "bob")
+    page = bob.get(f"/escalations/{created['id']}/").content.decode()
+    assert "(optional; sent to the agent)" in page
+    response = bob.post(f"/escalations/{created['id']}/respond", {"outcome": "reject"})
+    assert response.status_code == 302
+    assert Escalation.objects.get(public_id=created["id"]).status == "rejected"
 
 
 def test_typed_form_is_generated_from_the_response_schema(acme):
