@@ -267,7 +267,7 @@ def test_typed_form_is_generated_from_the_response_schema(acme):
     assert 'step="1"' in html
     assert 'maxlength="80"' in html
     assert 'type="radio" name="response.gift" value="true"' in html
-    assert "<legend>address</legend>" in html
+    assert "<legend>Address</legend>" in html
     assert 'pattern="^[0-9]{5}$"' in html
 
 
@@ -356,3 +356,18 @@ def test_agent_text_is_escaped_everywhere(acme):
         assert "<img src=x" not in html
         assert 'href="javascript:' not in html
         assert "&lt;script&gt;alert" in html
+
+
+def test_a_question_shows_no_approval_count_and_a_capitalised_answer_label(acme):
+    created = create_escalation(acme, kind="question", title="Which carrier?", action=None)
+    html = signed_in(acme, "bob").get(f"/escalations/{created['id']}/").content.decode()
+    assert 'id="quorum"' not in html
+    assert "decision-grid no-action" in html  # one column: reasoning, then the answer
+    assert '<label for="f-response-answer">Answer <span class="req"' in html
+
+
+def test_an_approval_with_an_action_keeps_its_quorum_and_two_columns(acme):
+    created = create_escalation(acme)
+    html = signed_in(acme, "bob").get(f"/escalations/{created['id']}/").content.decode()
+    assert 'id="quorum">0 of 1 approval<' in html
+    assert 'class="decision-grid"' in html
