@@ -79,7 +79,16 @@ def queue(request: HttpRequest) -> HttpResponse:
             and escalation.assignee_id == request.membership.pk,  # type: ignore[attr-defined]
         )
         rows.append(row)
-    return render(request, "escalations/queue.html", {"rows": rows, "seq": seq or 0})
+    # A new organization's first visit: nothing ever asked yet, so show how to get there.
+    first_run = not rows and not organization.escalations.exists()
+    context = {
+        "rows": rows,
+        "seq": seq or 0,
+        "first_run": first_run,
+        "has_agent": first_run and organization.agents.exists(),
+        "can_manage": request.membership.role in Membership.MANAGING_ROLES,  # type: ignore[attr-defined]
+    }
+    return render(request, "escalations/queue.html", context)
 
 
 def _escalation(request: HttpRequest, public_id: str) -> Escalation:

@@ -156,6 +156,8 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
             "keys": keys,
             "form": form,
             "issued": issued,
+            # The address this page was reached at, so the ready curl works on any port.
+            "api_base": request.build_absolute_uri("/").rstrip("/"),
             "now": timezone.now(),
             "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
         },
