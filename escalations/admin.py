@@ -16,6 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
+from django.utils.html import escape
 
 from audit.services import audit_record
 from tenants.admin_site import (
@@ -147,7 +148,8 @@ class PolicyForm(forms.ModelForm):
             "repeat",
         )
         widgets = {"condition": forms.Textarea(attrs={"rows": 3, "cols": 100})}
-        help_texts = {"condition": CONDITION_HELP}
+        # Django admin renders help text as HTML; the placeholders (<key>) are text.
+        help_texts = {"condition": escape(CONDITION_HELP)}
 
     def clean_condition(self) -> str:
         condition = self.cleaned_data["condition"]

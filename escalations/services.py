@@ -365,6 +365,9 @@ _OUTCOMES_BY_KIND = {
 }
 
 
+REJECT_REASON_REQUIRED = "Say why you reject: this organization asks for a reason, for the agent."
+
+
 @atomic_audited
 def response_submit(
     *,
@@ -399,6 +402,12 @@ def response_submit(
             "outcome",
             f"A {escalation.kind} takes one of: {', '.join(sorted(allowed))}.",
         )
+    if (
+        outcome == Response.Outcome.REJECT
+        and not comment.strip()
+        and escalation.organization.reject_reason_required
+    ):
+        raise invalid("comment", REJECT_REASON_REQUIRED)
     if edited_arguments is not None and (
         outcome != Response.Outcome.APPROVE or not escalation.action
     ):

@@ -242,14 +242,27 @@ class MembershipError(Exception):
 
 @transaction.atomic
 def organization_update(
-    *, organization: Organization, name: str, require_2fa: bool, actor: dict
+    *,
+    organization: Organization,
+    name: str,
+    require_2fa: bool,
+    actor: dict,
+    reject_reason_required: bool | None = None,
 ) -> Organization:
-    before = {"name": organization.name, "require_2fa": organization.require_2fa}
-    after = {"name": name, "require_2fa": require_2fa}
+    if reject_reason_required is None:
+        reject_reason_required = organization.reject_reason_required
+    fields = ["name", "require_2fa", "reject_reason_required"]
+    before = {field: getattr(organization, field) for field in fields}
+    after = {
+        "name": name,
+        "require_2fa": require_2fa,
+        "reject_reason_required": reject_reason_required,
+    }
     if before == after:
         return organization
-    organization.name, organization.require_2fa = name, require_2fa
-    organization.save(update_fields=["name", "require_2fa"])
+    for field, value in after.items():
+        setattr(organization, field, value)
+    organization.save(update_fields=fields)
     audit_record(
         organization_id=organization.pk,
         action="organization.updated",

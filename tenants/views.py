@@ -49,7 +49,7 @@ from .forms import (
     OrganizationSettingsForm,
     RoleForm,
 )
-from .ids import is_public_id
+from .ids import get_by_public_id_or_404
 from .models import PERSONAL_SCOPES, ApiKey, Membership, Scope
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
@@ -71,18 +71,6 @@ def console_context(request: HttpRequest) -> dict[str, Any]:
         )
 
     return {"console_memberships": SimpleLazyObject(memberships)}
-
-
-def _get_or_404(queryset: QuerySet[Any], prefix: str, public_id: str, **lookup: Any) -> Any:
-    """One object of the current organization by public id; malformed ids never reach the
-    database."""
-    if not is_public_id(public_id, prefix):
-        raise Http404
-    lookup = lookup or {"public_id": public_id}
-    obj = queryset.filter(**lookup).first()
-    if obj is None:
-        raise Http404
-    return obj
 
 
 def _actor(request: HttpRequest) -> dict[str, Any]:
@@ -141,7 +129,7 @@ def agents(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def agent(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     form = AgentApiKeyForm()
     issued = None
     if request.method == "POST":
@@ -168,6 +156,8 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
             "keys": keys,
             "form": form,
             "issued": issued,
+            # The address this page was reached at, so the ready curl works on any port.
+            "api_base": request.build_absolute_uri("/").rstrip("/"),
             "now": timezone.now(),
             "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
         },
@@ -178,7 +168,7 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def agent_key_revoke(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     services.api_key_revoke(api_key=api_key, actor=_actor(request))
     messages.success(request, f"Key {api_key} revoked; it stops working at once.")
@@ -292,7 +282,9 @@ def members(request: HttpRequest) -> HttpResponse:
 
 def _member_or_404(request: HttpRequest, public_id: str) -> Membership:
     organization = request.organization  # type: ignore[attr-defined]
-    return _get_or_404(organization.memberships.select_related("user"), "mem", public_id)
+    return get_by_public_id_or_404(
+        organization.memberships.select_related("user"), "mem", public_id
+    )
 
 
 @role_required(*MANAGERS)
@@ -335,7 +327,7 @@ def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    invitation = _get_or_404(organization.invitations.all(), "inv", public_id)
+    invitation = get_by_public_id_or_404(organization.invitations.all(), "inv", public_id)
     services.invitation_revoke(invitation=invitation, actor=_actor(request))
     messages.success(request, f"Invitation to {invitation.email} withdrawn.")
     return redirect("members")
@@ -412,6 +404,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
                 organization=_fresh(organization),
                 name=form.cleaned_data["name"],
                 require_2fa=form.cleaned_data["require_2fa"],
+                reject_reason_required=form.cleaned_data["reject_reason_required"],
                 actor=_actor(request),
             )
             messages.success(request, "Settings saved.")
