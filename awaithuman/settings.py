@@ -259,8 +259,8 @@ RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 WAIT_MAX_SECONDS = 60
-TIMER_TICK_SECONDS = 0.5
-# The embedded default ticks timers in the ASGI process; production leaves it to Celery beat.
+# The embedded default runs Celery beat's schedule (below) in the ASGI process; production runs
+# beat.
 TIMERS_IN_PROCESS = envbool("TIMERS_IN_PROCESS", EMBEDDED)
 # After a commit that owes effects, at most one outbox dispatch task is queued per this many
 # seconds across the deployment; the task drains everything due.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from . import services
 
 
@@ -19,8 +17,4 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
     """Called by the outbox dispatcher for every notifying event (see ``escalations.hooks``)."""
     if event not in services.NOTIFYING_EVENTS:
         return
-    if settings.TIMERS_IN_PROCESS:
-        from .sweeper import start_in_process_sweeper
-
-        start_in_process_sweeper()
     services.deliveries_fan_out(escalation_id=escalation_id, event=event, payload=payload)
