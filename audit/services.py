@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -226,9 +226,14 @@ def _seal_organization(organization_id: int) -> int:
                 event.hash = event_hash(event)
                 head.seq, head.hash = event.seq, event.hash
             if events:
-                AuditEvent.objects.bulk_update(
-                    events, ["seq", "prev_hash", "hash"], batch_size=1000
-                )
+                # One prepared statement, many rows (psycopg pipelines them): much cheaper than
+                # bulk_update's CASE WHEN … per column for thousands of events.
+                with connection.cursor() as cursor:
+                    cursor.executemany(
+                        "UPDATE audit_auditevent SET seq = %s, prev_hash = %s, hash = %s"
+                        " WHERE id = %s",
+                        [(event.seq, event.prev_hash, event.hash, event.pk) for event in events],
+                    )
                 head.save(update_fields=["seq", "hash"])
         sealed += len(events)
         if len(events) < SEAL_BATCH:

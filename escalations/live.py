@@ -157,24 +157,36 @@ def queue_snapshot(organization: Organization) -> dict[str, Any]:
 
 def queue_frame(escalation_id: int, event: str) -> tuple[str, str] | None:
     """The group and the encoded delta frame for one event, or None if the row is gone."""
-    escalation = (
-        Escalation.objects.select_related("agent", "assignee__user", "organization")
+    return queue_frames_for([(escalation_id, event)])[0]
+
+
+def queue_frames_for(events: list[tuple[int, str]]) -> list[tuple[str, str] | None]:
+    """``queue_frame`` for many (escalation id, event) pairs, with one query for all rows."""
+    rows = {
+        escalation.pk: escalation
+        for escalation in Escalation.objects.select_related(
+            "agent", "assignee__user", "organization"
+        )
         .annotate(approvals=_approvals(), seq=_chain_seq())
         .defer(*QUEUE_DEFERRED)
-        .filter(pk=escalation_id)
+        .filter(pk__in={escalation_id for escalation_id, _ in events})
         .order_by()
-        .first()
-    )
-    if escalation is None:
-        return None
-    frame = {
-        "type": "escalation",
-        "event": event,
-        "seq": escalation.seq or 0,
-        "escalation": queue_row(escalation),
     }
-    text = json.dumps(frame, separators=(",", ":"))
-    return organization_group(escalation.organization.public_id), text
+    frames: list[tuple[str, str] | None] = []
+    for escalation_id, event in events:
+        escalation = rows.get(escalation_id)
+        if escalation is None:
+            frames.append(None)
+            continue
+        frame = {
+            "type": "escalation",
+            "event": event,
+            "seq": escalation.seq or 0,
+            "escalation": queue_row(escalation),
+        }
+        text = json.dumps(frame, separators=(",", ":"))
+        frames.append((organization_group(escalation.organization.public_id), text))
+    return frames
 
 
 def remember_consumer_loop() -> None:
@@ -229,12 +241,8 @@ def queue_frames(events: list[hooks.Event]) -> None:
     """Outbox consumer: one delta frame per queue-visible event, sent to the organization's
     operators once the dispatcher has committed. A send that fails is logged: clients catch up
     at their next resync, and the dispatch is not retried for it."""
-    frames = []
-    for event in events:
-        if event.event in QUEUE_EVENTS:
-            built = queue_frame(event.escalation_id, event.event)
-            if built is not None:
-                frames.append(built)
+    wanted = [(event.escalation_id, event.event) for event in events if event.event in QUEUE_EVENTS]
+    frames = [frame for frame in queue_frames_for(wanted) if frame is not None] if wanted else []
     if frames:
         transaction.on_commit(lambda: _send_frames(frames))
 

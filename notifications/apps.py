@@ -20,12 +20,12 @@ class NotificationsConfig(AppConfig):
         # Edit the messages already sent once decided.
         hooks.register(
             "notifications.messages",
-            hooks.one_at_a_time(channel_answers.on_escalation_event),
+            channel_answers.on_escalation_events,
             events=channel_answers.TERMINAL_EVENTS,
         )
         # Agent callbacks and organization webhooks.
         hooks.register(
             "notifications.callbacks",
-            hooks.one_at_a_time(callbacks.on_escalation_event),
+            callbacks.on_escalation_events,
             events=webhooks.EVENT_TYPES,
         )

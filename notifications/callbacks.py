@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from awaithuman.celery import enqueue
+from escalations import hooks
 from escalations.errors import conflict
 from escalations.models import Escalation
 from escalations.serializers import escalation_data
@@ -128,22 +129,45 @@ def _secret_for(message: WebhookMessage) -> list[str]:
 
 
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """The outbox consumer: queue the agent's callback and the organization's webhooks for this
-    event. Idempotent: a repeated event finds its messages already made."""
-    event_type = webhooks.EVENT_TYPES.get(event)
-    if event_type is None:
+    """``on_escalation_events`` for one event."""
+    on_escalation_events([hooks.Event(escalation_id, event, payload)])
+
+
+def on_escalation_events(events: list[hooks.Event]) -> None:
+    """The outbox consumer: queue the agent's callbacks and the organization's webhooks for a
+    batch of events. Idempotent: a repeated event finds its messages already made."""
+    wanted = [event for event in events if event.event in webhooks.EVENT_TYPES]
+    if not wanted:
         return
-    # Two narrow reads first: most events (a timeout sweep of thousands) want no message.
-    organization_id, callback_url = Escalation.objects.values_list(
-        "organization_id", "callback_url"
-    ).get(pk=escalation_id)
-    wants_callback = event in TERMINAL_EVENTS and bool(callback_url)
-    if not wants_callback and not webhooks.has_endpoints(organization_id, event_type):
-        return
+    # Narrow reads first, one for the batch: most events (a timeout sweep of thousands) want
+    # no message at all.
+    rows = {
+        pk: (organization_id, callback_url)
+        for pk, organization_id, callback_url in Escalation.objects.filter(
+            pk__in={event.escalation_id for event in wanted}
+        ).values_list("pk", "organization_id", "callback_url")
+    }
+    subscribed: dict[tuple[int, str], bool] = {}
+    for event in wanted:
+        if event.escalation_id not in rows:
+            continue  # deleted with its organization since
+        organization_id, callback_url = rows[event.escalation_id]
+        event_type = webhooks.EVENT_TYPES[event.event]
+        wants_callback = event.event in TERMINAL_EVENTS and bool(callback_url)
+        if not wants_callback:
+            key = (organization_id, event_type)
+            if key not in subscribed:
+                subscribed[key] = webhooks.has_endpoints(organization_id, event_type)
+            if not subscribed[key]:
+                continue
+        _messages_create(event, event_type, wants_callback=wants_callback)
+
+
+def _messages_create(event: hooks.Event, event_type: str, *, wants_callback: bool) -> None:
     escalation = (
         Escalation.objects.select_related("agent", "organization", "assignee__user")
         .prefetch_related("responses__membership__user")
-        .get(pk=escalation_id)
+        .get(pk=event.escalation_id)
     )
     data = escalation_data(escalation)
     queued: list[WebhookMessage] = []
@@ -151,7 +175,7 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
         message = callback_message_create(escalation=escalation, data=data)
         if message is not None:
             queued.append(message)
-    event_key = webhooks.event_key(event, payload)
+    event_key = webhooks.event_key(event.event, event.payload)
     queued += webhooks.webhook_messages_create(
         escalation=escalation, event_type=event_type, event_key=event_key, data=data
     )

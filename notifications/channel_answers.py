@@ -8,6 +8,7 @@ and, once an escalation is terminal, edits the messages already sent (``update_a
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import re
@@ -24,6 +25,7 @@ from django.utils.crypto import salted_hmac
 
 from awaithuman.celery import enqueue
 from awaithuman.problems import ApiProblem
+from escalations import hooks
 from escalations.models import Escalation, Response
 from escalations.schemas import answer_errors
 from escalations.services import response_submit
@@ -281,20 +283,27 @@ def outcome_sentence(escalation: Escalation) -> str:
 # --- editing sent messages after the decision -----------------------------------------------
 
 
-def _sent_editable(escalation_id: int) -> Any:
+def _sent_editable(escalation_ids: int | set[int]) -> Any:
+    ids = {escalation_ids} if isinstance(escalation_ids, int) else escalation_ids
     return Delivery.objects.filter(
-        escalation_id=escalation_id,
+        escalation_id__in=ids,
         status=Delivery.Status.SENT,
         channel__in=EDITABLE_CHANNELS,
     )
 
 
-def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Escalations hook: once terminal, have the messages already sent show the outcome.
+def on_escalation_events(events: list[hooks.Event]) -> None:
+    """Outbox consumer: once terminal, have the messages already sent show the outcome.
     Most escalations have none to edit (a timeout sweep of thousands, e-mail and SMS only):
-    one indexed query here spares them a task."""
-    if event in TERMINAL_EVENTS and _sent_editable(escalation_id).exists():
-        transaction.on_commit(lambda: enqueue(messages_update_after_decision, (escalation_id,)))
+    one indexed query for the whole batch spares them a task each."""
+    terminal = {event.escalation_id for event in events if event.event in TERMINAL_EVENTS}
+    if not terminal:
+        return
+    editable = set(_sent_editable(terminal).values_list("escalation_id", flat=True).distinct())
+    for escalation_id in sorted(editable):
+        transaction.on_commit(
+            functools.partial(enqueue, messages_update_after_decision, (escalation_id,))
+        )
 
 
 @shared_task(acks_late=True, ignore_result=True)
