@@ -221,6 +221,8 @@ def group_send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     if isinstance(layer, InMemoryChannelLayer):
+        if not layer.groups.get(group):
+            return  # nobody is watching this organization's queue in this process
         # The in-memory layer is a set of asyncio queues owned by the consumers' loop.
         loop = _consumer_loop
         if loop is not None and loop.is_running():

@@ -37,30 +37,33 @@ from .models import OutboxEvent
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
-BATCH_SIZE = 500
+BATCH_SIZE = 1000
 _NUDGE_KEY = "awaithuman:outbox-nudged"
 
 
 def outbox_write(*, escalation_id: int, event: str, payload: dict[str, Any]) -> None:
     """Owe ``event`` to every interested consumer. Must run in the change's transaction."""
-    names = hooks.interested(event)
-    if not names:
-        return
+    outbox_write_many([(escalation_id, event, payload)])
+
+
+def outbox_write_many(events: list[tuple[int, str, dict[str, Any]]]) -> None:
+    """``outbox_write`` for many (escalation id, event, payload) triples, in one INSERT."""
     now = timezone.now()
-    OutboxEvent.objects.bulk_create(
-        [
-            OutboxEvent(
-                escalation_id=escalation_id,
-                consumer=name,
-                event=event,
-                payload=payload,
-                created_at=now,
-                available_at=now,
-            )
-            for name in names
-        ]
-    )
-    nudge_on_commit()
+    rows = [
+        OutboxEvent(
+            escalation_id=escalation_id,
+            consumer=name,
+            event=event,
+            payload=payload,
+            created_at=now,
+            available_at=now,
+        )
+        for escalation_id, event, payload in events
+        for name in hooks.interested(event)
+    ]
+    if rows:
+        OutboxEvent.objects.bulk_create(rows, batch_size=5000)
+        nudge_on_commit()
 
 
 def _backoff(attempts: int) -> timedelta:

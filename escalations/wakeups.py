@@ -49,6 +49,21 @@ def publish(public_id: str) -> None:
         dispatcher.wake_threadsafe(public_id)
 
 
+def publish_many(public_ids: list[str]) -> None:
+    """``publish`` for many escalations, in one round trip to Redis."""
+    if not settings.REDIS_URL:
+        for public_id in public_ids:
+            dispatcher.wake_threadsafe(public_id)
+        return
+    try:
+        pipeline = _publisher().pipeline(transaction=False)
+        for public_id in public_ids:
+            pipeline.publish(CHANNEL, public_id)
+        pipeline.execute()
+    except redis.RedisError:
+        logger.exception("could not publish %d decisions", len(public_ids))
+
+
 def wake_consumer(events: list[hooks.Event]) -> None:
     """Outbox consumer, the safety net under the decision's own after-commit publish (which a
     crash right after commit would lose): announce every terminal escalation of the batch again.
@@ -57,7 +72,7 @@ def wake_consumer(events: list[hooks.Event]) -> None:
     terminal = Escalation.objects.filter(pk__in=ids, status__in=Escalation.TERMINAL)
     public_ids = list(terminal.values_list("public_id", flat=True))
     if public_ids:
-        transaction.on_commit(lambda: [publish(public_id) for public_id in public_ids])
+        transaction.on_commit(lambda: publish_many(public_ids))
 
 
 class Dispatcher:
