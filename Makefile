@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.queue_page
 	$(BIN)/python -m bench.queue_fanout
 	$(BIN)/python -m bench.notification_fanout
+	$(BIN)/python -m bench.embedded_burst
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*
