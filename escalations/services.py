@@ -270,6 +270,27 @@ def _decide(
             "timer_generation",
         ]
     )
+    _decision_audited(
+        escalation,
+        status=status,
+        decided_by=decided_by,
+        response=response,
+        comment=comment,
+        edited_arguments=edited_arguments,
+        channel=channel,
+    )
+
+
+def _decision_audited(
+    escalation: Escalation,
+    *,
+    status: str,
+    decided_by: dict[str, Any],
+    response: Any = None,
+    comment: str = "",
+    edited_arguments: Any = None,
+    channel: str = "",
+) -> None:
     audit_record(
         organization_id=escalation.organization_id,
         action="escalation.decided",
@@ -533,19 +554,7 @@ def _expire_many(escalations: list[Escalation], now: datetime) -> None:
             timer_generation=F("timer_generation") + 1,
         )
         for escalation in group:
-            audit_record(
-                organization_id=escalation.organization_id,
-                action="escalation.decided",
-                actor=decided_by,
-                target=escalation.public_id,
-                data={
-                    "outcome": status,
-                    "response": None,
-                    "comment": "",
-                    "edited_arguments": None,
-                    "channel": "",
-                },
-            )
+            _decision_audited(escalation, status=status, decided_by=decided_by)
     outbox.outbox_write_many(
         [
             (escalation.pk, "expired", {"generation": escalation.timer_generation + 1})
