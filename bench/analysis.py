@@ -93,7 +93,8 @@ def limits(doc: dict) -> list[str]:
                 f"({p['park_s'] / int(n) * 1e3:.1f} ms each; raw ASGI {r['park_s']:.2f} s)"
             )
         if facts:
-            text += f" Measured ({hk}): " + "; ".join(facts) + "."
+            when = held[hk].get("measured", "an earlier run")
+            text += f" Measured ({hk}, {when}): " + "; ".join(facts) + "."
         if wk and "together" in wake[wk]:
             t = wake[wk]["together"]
             text += (
@@ -110,27 +111,13 @@ def limits(doc: dict) -> list[str]:
             for n, pair in sizes.items()
         ]
         parts = ", ".join(f"{n:,}: {p:.1f} KiB vs {r:.1f} KiB" for n, p, r in per)
+        when = held[hk].get("measured", "an earlier run")
         text = (
-            f"3. **Memory per waiter is {per[0][1] / per[0][2]:.1f}× the raw app's** ({hk}; "
-            f"{parts}). Each long-poll is a full Channels `AsyncHttpConsumer` that keeps, for the "
-            "whole wait: the consumer instance and its `await_many_dispatch` tasks, with the "
-            "Redis channel layer configured a per-request channel (`new_channel()`) and a "
-            "pending `receive` on it (unused by `/wait`), the `wait_for(shield(future))` pair, "
-            "and the first read's `Reply` — the serialised escalation as a Python dict — which "
-            "is never sent (the consumer re-reads on wake and at the deadline)."
-        )
-        diag = doc.get("diagnostics", {}).get("no_channel_layer")
-        if diag:
-            text += (
-                f" Diagnostic ({diag['measured']}, `python -m bench diag`): with `CHANNEL_LAYERS` "
-                f"empty the product measured {diag['rss_per_waiter_kib']:.1f} KiB per waiter at "
-                f"{diag['waiters']:,} waiters, so the channel layer is only a small part; the "
-                "bench does not split the rest (tracemalloc on a parked server would)."
-            )
-        text += (
-            " Product fix: keep only the ids while parked (drop the first `Reply` body once "
-            "it is known to be pending), set `channel_layer_alias = None` on the consumer, or "
-            "serve `/wait` as a plain ASGI callable like `bench/raw_wait.py`."
+            f"3. **Memory per waiter is {per[0][1] / per[0][2]:.1f}× the raw app's** ({hk}, "
+            f"{when}; {parts}). While parked, a long-poll keeps its ids, a future, the "
+            "`wait_for(shield(future))` pair, the response headers and its ASGI scope; the "
+            "raw app keeps only the scope and a future. Not re-measured since the batched "
+            "re-reads: `python -m bench held` does."
         )
         out += [text, ""]
         flat = all(
