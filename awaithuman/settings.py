@@ -366,6 +366,7 @@ LOGIN_REDIRECT_URL = "/"
 # (tenants.forms.SignupForm). Verification is "optional" by default so a self-hosted install works
 # before SMTP is set up (the mail is still sent and the console prints it); set "mandatory" in
 # production once mail goes out. An invitation link counts as proof of the address.
+ACCOUNT_ADAPTER = "tenants.account_adapter.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_SIGNUP_FORM_CLASS = "tenants.forms.SignupForm"

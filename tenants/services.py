@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +36,8 @@ from .models import (
     Membership,
     Organization,
 )
+
+logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = {"type": "system"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -532,6 +535,38 @@ def membership_remove(*, membership: Membership, actor: Membership) -> None:
         data={"email": email, "api_keys_deleted": keys_deleted},
     )
     transaction.on_commit(lambda: _announce_membership_removed(organization.public_id, public_id))
+
+
+# --- Sign-in failures -----------------------------------------------------------------------------
+
+
+class SignInStage:
+    FIRST_FACTOR = "password"
+    # Refused unchecked: too many failures for this address or IP (allauth's limit).
+    FIRST_FACTOR_LOCKED = "password_locked"
+    SECOND_FACTOR = "second_factor"
+
+
+@transaction.atomic
+def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str) -> None:
+    """A refused sign-in step, in the trail of every organization the person belongs to: which
+    step, from which IP, and never what was typed. An address that matches nobody has no trail
+    to write to; the log line is all it gets."""
+    found = (
+        list(Membership.objects.select_related("user").filter(user=user))
+        if user is not None
+        else []
+    )
+    if not found:
+        logger.warning("sign-in refused at step %s for an unknown account from %s", stage, ip)
+    for membership in found:
+        audit_record(
+            organization_id=membership.organization_id,
+            action="member.sign_in_failed",
+            actor={"type": "client", "ip": ip},
+            target=membership.public_id,
+            data={"email": membership.user.email, "stage": stage, "ip": ip},
+        )
 
 
 # --- Two-factor authentication --------------------------------------------------------------------

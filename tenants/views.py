@@ -599,6 +599,14 @@ def _verify_code(user: Any, code: str) -> tuple[Any, str]:
     return None, refusal
 
 
+def _second_factor_failed(request: HttpRequest) -> None:
+    services.sign_in_failure_record(
+        user=request.user,
+        stage=services.SignInStage.SECOND_FACTOR,
+        ip=get_adapter(request).get_client_ip(request),
+    )
+
+
 @require_http_methods(["GET", "POST"])
 def two_factor_verify(request: HttpRequest) -> HttpResponse:
     """The step after the password: a code from the authenticator app, or a recovery code."""
@@ -627,6 +635,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
                         "Generate new ones on the two-factor page if you are running low.",
                     )
                 return HttpResponseRedirect(next_url)
+            _second_factor_failed(request)
             form.add_error("code", refusal)
     return render(request, "tenants/two_factor_verify.html", {"form": form, "next": next_url})
 
@@ -651,6 +660,7 @@ def two_factor_disable(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         device, refusal = _verify_code(request.user, form.cleaned_data["code"])
     if device is None:
+        _second_factor_failed(request)
         messages.error(request, refusal)
         return redirect("two_factor")
     services.two_factor_disable(user=request.user)
