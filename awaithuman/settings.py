@@ -168,6 +168,21 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Django's cache holds allauth's sign-in limits (failed logins per address and per IP, sign-ups,
+# password resets): in production every process must count in the same place, or six failures
+# lock one process while the next one still takes the password.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "awaithuman",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -378,7 +393,7 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[AwaitHuman] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if AWAITHUMAN_BASE_URL.startswith("https://") else "http"
 # allauth's rate limits (login failures per IP and per account, sign-ups, password resets, …) are
-# on with its defaults; they count in Django's cache.
+# on with its defaults; they count in Django's cache (CACHES above: Redis in production).
 
 # Two-factor (django-otp): TOTP with recovery codes. A failed code locks the device for
 # 2^(n-1) seconds after the n-th failure in a row (django-otp's throttling; keep the factor > 0).

@@ -1,4 +1,5 @@
-"""django-allauth's hooks into our accounts: every refused password becomes an audit event."""
+"""django-allauth's hooks into our accounts: every refused password becomes an audit event, and
+the failed-login lockout counts per account, whatever host name the attempts were sent to."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from . import services
 
 
 class AccountAdapter(DefaultAccountAdapter):
+    def _get_login_attempts_cache_key(self, request: HttpRequest, **credentials: Any) -> str:
+        # allauth keys the per-account limit by "<site domain>:<login>", and without
+        # django.contrib.sites the domain is the request's Host header, port included: every
+        # allowed host name (127.0.0.1, localhost, each port behind a proxy) would get its own
+        # five tries. One account, one count.
+        return (credentials.get("email") or credentials.get("username") or "").lower()
+
     def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
         try:
             super().pre_authenticate(request, **credentials)

@@ -81,3 +81,13 @@ def test_a_wrong_second_factor_code_is_audited(acme):
     event = AuditEvent.objects.get(action="member.sign_in_failed")
     assert event.data == {"email": "bob@acme.test", "stage": "second_factor", "ip": "198.51.100.4"}
     assert wrong not in str(event.data)
+
+
+def test_the_lockout_counts_per_account_whatever_the_host_name(acme):
+    for host in ("127.0.0.1:8000", "localhost:8000", "127.0.0.1:8001", "localhost", "[::1]"):
+        Client(HTTP_HOST=host).post(
+            "/account/login/", {"login": "alice@acme.test", "password": "wrong"}
+        )
+    client = Client(HTTP_HOST="127.0.0.1:8002")
+    client.post("/account/login/", {"login": "alice@acme.test", "password": PASSWORD})
+    assert "_auth_user_id" not in client.session
