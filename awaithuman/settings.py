@@ -266,6 +266,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 RATE_LIMIT_DEFAULT = envint("RATE_LIMIT_DEFAULT", 600, minimum=1)
 RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 
+# The live queue's sockets close at once on sign-out; this re-check catches sessions that end
+# without one (deleted, expired, a password changed elsewhere).
+QUEUE_SESSION_RECHECK_SECONDS = envint("QUEUE_SESSION_RECHECK_SECONDS", 15, minimum=1)
+
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 WAIT_MAX_SECONDS = 60
 TIMER_TICK_SECONDS = 0.5
