@@ -123,11 +123,18 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's own psycopg 3 pool: cheap checkouts for short requests; the long-poll holds no
     # connection at all while it waits, so the pool is sized for requests, not for waiters.
+    # A database that is down or unreachable fails fast: the connect gives up after
+    # DATABASE_CONNECT_TIMEOUT seconds and a request waits at most DATABASE_POOL_TIMEOUT for a
+    # connection, then gets 503 with Retry-After (awaithuman.problems) instead of hanging.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
         "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
-        "timeout": 10,
+        "timeout": envint("DATABASE_POOL_TIMEOUT", 3, minimum=1),
     }
+    # libpq's minimum is 2 seconds.
+    DATABASES["default"]["OPTIONS"]["connect_timeout"] = envint(
+        "DATABASE_CONNECT_TIMEOUT", 2, minimum=2
+    )
     DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", "test_awaithuman")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
