@@ -10,6 +10,7 @@ organization. Writes go through ``tenants.services``.
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +46,7 @@ from .forms import (
     ApiKeyForm,
     CodeForm,
     InvitationForm,
+    KeyRollForm,
     OrganizationDeleteForm,
     OrganizationSettingsForm,
     RoleForm,
@@ -159,19 +161,73 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
                 actor=_actor(request),
             )
             form = AgentApiKeyForm()
-    keys = agent.api_keys.order_by("-created_at")
+    return _agent_page(request, agent, form=form, issued=issued)
+
+
+def _agent_page(
+    request: HttpRequest,
+    agent: Any,
+    *,
+    form: AgentApiKeyForm | None = None,
+    issued: services.IssuedKey | None = None,
+) -> HttpResponse:
     return render(
         request,
         "tenants/agent.html",
         {
             "agent": agent,
-            "keys": keys,
-            "form": form,
+            "keys": agent.api_keys.order_by("-created_at"),
+            "form": form or AgentApiKeyForm(),
+            "roll_form": KeyRollForm(auto_id=False),
             "issued": issued,
             "now": timezone.now(),
             "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
         },
     )
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    services.agent_disable(agent=agent, actor=_actor(request))
+    messages.success(request, f"Agent {agent.name} is disabled: all its keys are refused.")
+    return redirect("agent", public_id=agent.public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    services.agent_enable(agent=agent, actor=_actor(request))
+    messages.success(request, f"Agent {agent.name} is enabled again.")
+    return redirect("agent", public_id=agent.public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
+    """A new key replaces this one; the old one keeps working for the chosen grace period."""
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    api_key = _key_or_404(agent.api_keys.all(), key_id)
+    form = KeyRollForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose when the old key stops working.")
+        return redirect("agent", public_id=agent.public_id)
+    try:
+        issued = services.api_key_roll(
+            api_key=api_key,
+            grace=timedelta(hours=form.cleaned_data["grace_hours"]),
+            actor=_actor(request),
+        )
+    except services.KeyRollRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("agent", public_id=agent.public_id)
+    messages.success(request, f"Key {api_key} rolled: switch to the new key below.")
+    return _agent_page(request, agent, issued=issued)
 
 
 @role_required(*MANAGERS)
