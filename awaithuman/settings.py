@@ -200,6 +200,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker never gives up on the broker: Celery's default of 100 reconnection attempts (about 50
+# minutes with its backoff) ends the worker in a long Redis outage, and everything queued waits
+# for a manual restart. tests/notifications/test_worker_outage.py takes Redis away under load.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Priorities on the Redis broker (0 first): beat's ticks (timers, sweeps) keep the default 0,
 # the bulk of sends runs at 6, so a burst of thousands of notifications never holds up an
 # escalation's timeout or level change behind it.
@@ -207,6 +211,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # A Redis host that vanishes without closing its connections (a dropped network path) is
+    # noticed by the timeouts and the periodic health check, not after the kernel's TCP timeout.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
 }
 CELERY_TASK_ROUTES = {
     name: {"priority": 6}
