@@ -3,7 +3,9 @@ processes (and give it back) without touching the service itself.
 
 ``stop()`` closes the listening socket and aborts every open connection, as a crashed database
 host or a dropped network path would look to the client; ``start()`` listens on the same port
-again.
+again. ``lose_reply(marker, nth=…)`` forwards the ``nth`` client message containing ``marker``
+(counted from then on, over every connection), waits for the server's answer to it, and instead
+of passing that answer on drops the connection: the server did the work, the client never hears.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._marker: bytes | None = None
+        self._countdown = 0
+        self.lost = threading.Event()
+
+    def lose_reply(self, marker: bytes, *, nth: int = 1) -> None:
+        self._loop.call_soon_threadsafe(self._arm, marker, nth)
 
     def _run(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)  # type: ignore[arg-type]
@@ -61,15 +69,38 @@ class TcpProxy:
             return
         pair = {writer, upstream_writer}
         self._writers |= pair
+        doomed = asyncio.Event()  # this connection's next answer is to be lost
         await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            self._pipe(reader, upstream_writer, watch=doomed),
+            self._pipe(upstream_reader, writer, drop_when=doomed, pair=pair),
         )
         self._writers -= pair
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _arm(self, marker: bytes, nth: int) -> None:
+        self._marker, self._countdown = marker, nth
+        self.lost.clear()
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        watch: asyncio.Event | None = None,
+        drop_when: asyncio.Event | None = None,
+        pair: set[asyncio.StreamWriter] | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if drop_when is not None and drop_when.is_set():
+                    for end in pair or ():
+                        end.transport.abort()
+                    self.lost.set()
+                    return
+                if watch is not None and self._marker is not None and self._marker in data:
+                    self._countdown -= 1
+                    if self._countdown == 0:
+                        self._marker = None
+                        watch.set()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -91,3 +92,36 @@ def test_a_database_outage_gives_fast_503s_and_the_service_recovers(tmp_path):
             time.sleep(0.2)
         again = httpx.post(f"{base}/api/v1/escalations", json=request, headers=headers)
         assert again.status_code == 201, again.text
+
+
+@pytest.mark.services
+def test_a_create_committed_while_its_client_got_an_error_comes_back_on_the_sdks_retry(tmp_path):
+    """The database commits the escalation, then the connection drops before Django hears the
+    commit: the agent gets a 503, the SDK retries with the same Idempotency-Key and receives the
+    escalation that was committed — one row, never two."""
+    from awaithuman_sdk import AwaitHuman
+
+    database = urlsplit(os.environ.get("DATABASE_URL", ""))
+    with (
+        tcp_proxy(database.port or 5432) as proxy,
+        production_stack(tmp_path, database_port=proxy.port) as stack,
+    ):
+        org = stack.organization()
+        base = stack.daphne()
+        # The request's second COMMIT is the escalation's (the first reserves the key).
+        proxy.lose_reply(b"COMMIT", nth=2)
+        with AwaitHuman(api_key=org["agent_key"], base_url=base, max_retries=3) as client:
+            escalation = client.create(
+                kind="approval", title="Delete customer 7", idempotency_key="run-42-step-3"
+            )
+        assert proxy.lost.is_set(), "the commit's answer was never lost"
+        rows = stack.manage(
+            "shell",
+            "-c",
+            "from escalations.models import Escalation; "
+            "print(list(Escalation.objects.values_list('public_id', flat=True)))",
+        )
+        assert rows.splitlines()[-1] == repr([escalation.id])
+        access_log = next(log for log in stack.logs if log.name.startswith("daphne"))
+        answers = re.findall(r'"POST /api/v1/escalations" (\d{3})', access_log.read_text())
+        assert answers == ["503", "201"]
