@@ -249,7 +249,9 @@ def api_key_roll(*, api_key: ApiKey, grace: timedelta, actor: dict) -> IssuedKey
     if not timedelta(0) <= grace <= KEY_ROLL_MAX_GRACE:
         raise KeyRollRefused(f"The grace period must be from 0 to {KEY_ROLL_MAX_GRACE.days} days.")
     old = (
-        ApiKey.objects.select_for_update().select_related("agent", "membership").get(pk=api_key.pk)
+        ApiKey.objects.select_for_update(of=("self",))
+        .select_related("agent", "membership")
+        .get(pk=api_key.pk)
     )
     now = timezone.now()
     if not old.is_usable(now):
