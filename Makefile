@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Twisted listens with a backlog of 50 unless told otherwise: a burst of agents connecting at
+# once would overflow it and see connections reset without an answer.
+DAPHNE_ENDPOINT ?= tcp:port=$(PORT):interface=$(HOST):backlog=1024
 # Links printed by seed_demo and put in e-mails point at this server unless told otherwise.
 AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
@@ -28,7 +31,7 @@ migrate: setup
 
 run: migrate
 	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/python manage.py seed_demo
-	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/daphne -b $(HOST) -p $(PORT) awaithuman.asgi:application
+	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/daphne -e $(DAPHNE_ENDPOINT) awaithuman.asgi:application
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,29 +17,44 @@ GENESIS_HASH = "0" * 64
 
 
 class AuditEvent(models.Model):
-    """One thing that happened in an organization. Written only by ``audit_record``; never changed.
+    """One thing that happened in an organization. Written only by ``audit_record``.
 
-    ``seq`` counts 1, 2, 3, … per organization with no gaps; ``hash`` covers ``prev_hash``, ``seq``
-    and every other field except the primary key (see ``audit.services`` for the exact bytes).
+    An event is inserted *unsealed* (``seq``, ``prev_hash`` and ``hash`` empty) in the
+    transaction of the change it records, and sealed shortly after commit by ``audit_seal``,
+    which gives it the next ``seq`` of its organization's chain and its hash. Sealing is the
+    only change the database lets anyone make to an event. ``seq`` counts 1, 2, 3, … per
+    organization with no gaps; ``hash`` covers ``prev_hash``, ``seq`` and every other field
+    except the primary key (see ``audit.services`` for the exact bytes).
     """
 
     # No separate index: the unique (organization_id, seq) constraint below leads with this column
     # and serves every per-organization lookup.
     organization_id = models.PositiveBigIntegerField()
-    seq = models.PositiveBigIntegerField()
+    seq = models.PositiveBigIntegerField(null=True, blank=True)
     action = models.CharField(max_length=64)
     actor = models.JSONField()
     target = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField()
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    # NULL, not "", marks an unsealed event: the triggers let only NULL become a value.
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
-        ordering = ["organization_id", "seq"]
+        # Insertion order, which the sealer follows: it is seq order for sealed events, and puts
+        # the few events not sealed yet where they belong, at the end.
+        ordering = ["organization_id", "id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["organization_id", "seq"], name="audit_event_unique_org_seq"
+            ),
+        ]
+        indexes = [
+            # The sealer's scan: the few events not sealed yet, in insertion order.
+            models.Index(
+                fields=["organization_id", "id"],
+                name="audit_event_unsealed",
+                condition=models.Q(seq__isnull=True),
             ),
         ]
 
@@ -50,8 +65,8 @@ class AuditEvent(models.Model):
 class ChainHead(models.Model):
     """The latest ``seq`` and ``hash`` of one organization's chain; the only mutable audit row.
 
-    Writers lock this row (``SELECT … FOR UPDATE``) before appending, which serialises the writers
-    of one organization and leaves other organizations' writers alone.
+    The sealer locks this row (``SELECT … FOR UPDATE``) while it seals, which serialises sealers
+    of one organization; the writers that insert events never touch it.
     """
 
     organization_id = models.PositiveBigIntegerField(unique=True)

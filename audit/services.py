@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -104,17 +104,13 @@ def audit_record(
     target: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the organization's chain, in the caller's transaction.
+    """Record one event of the organization, in the caller's transaction.
 
     Must run inside ``transaction.atomic()``: the event commits or rolls back with the change it
-    records, and the chain-head lock is held until that commit, so writers of one organization
-    are serialised and ``seq`` never has a gap (a rolled-back writer releases its number).
-
-    The head row is created race-free: ``INSERT … ON CONFLICT DO NOTHING`` (SQLite: ``INSERT OR
-    IGNORE``) makes a concurrent first writer wait for the other's commit and then skip, and
-    ``SELECT … FOR UPDATE`` takes the lock. SQLite has no row locks; there the database write
-    lock serialises writers, taken at ``BEGIN`` because settings use ``transaction_mode
-    IMMEDIATE`` (a deferred transaction that read first could not upgrade to a writer).
+    records. It is inserted unsealed — no lock, no chain work on the writer's path, so writers of
+    one organization never queue behind each other — and ``audit_seal`` gives it its ``seq`` and
+    hash shortly after commit (the sealer registered with ``on_unsealed_commit`` is asked to
+    arrange that). The returned event's ``seq`` and ``hash`` are therefore still ``None``.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError(
@@ -153,13 +149,10 @@ _batch: ContextVar[list[AuditEvent] | None] = ContextVar("audit_batch", default=
 
 @contextmanager
 def audit_batch() -> Iterator[None]:
-    """Hold the chain-head lock for as short a time as possible.
+    """Write the block's events together, in one INSERT, when the block ends.
 
-    Inside the block ``audit_record`` only queues its events; they are chained and written
-    together when the block ends — one lock, one bulk insert — so a service that does its other
-    writes first takes the organization's lock just before it commits, instead of holding it
-    across all its work. Must sit inside the service's ``transaction.atomic()``; nothing is
-    written if the block raises. Nested blocks join the outermost one.
+    Must sit inside the service's ``transaction.atomic()``; nothing is written if the block
+    raises. Nested blocks join the outermost one.
     """
     if _batch.get() is not None:
         yield
@@ -174,22 +167,72 @@ def audit_batch() -> Iterator[None]:
         _append(events)
 
 
+_sealers: list[Callable[[], None]] = []
+
+
+def on_unsealed_commit(sealer: Callable[[], None]) -> None:
+    """Register ``sealer``, called inside every transaction that writes events: it should
+    arrange for ``audit_seal`` to run once that transaction commits (``transaction.on_commit``).
+    A higher app registers it in its ``AppConfig.ready``; without one, events are sealed by
+    whoever runs ``audit_seal`` next."""
+    if sealer not in _sealers:
+        _sealers.append(sealer)
+
+
+def _request_sealing() -> None:
+    for sealer in list(_sealers):
+        sealer()
+
+
 def _append(events: list[AuditEvent]) -> None:
-    """Chain and insert ``events`` (queued in order), organization by organization."""
-    by_organization: dict[int, list[AuditEvent]] = {}
-    for event in events:
-        by_organization.setdefault(event.organization_id, []).append(event)
-    for organization_id in sorted(by_organization):
-        ChainHead.objects.bulk_create(
-            [ChainHead(organization_id=organization_id)], ignore_conflicts=True
-        )
-        head = ChainHead.objects.select_for_update().get(organization_id=organization_id)
-        for event in by_organization[organization_id]:
-            event.seq, event.prev_hash = head.seq + 1, head.hash
-            event.hash = event_hash(event)
-            head.seq, head.hash = event.seq, event.hash
-        AuditEvent.objects.bulk_create(by_organization[organization_id])
-        head.save(update_fields=["seq", "hash"])
+    AuditEvent.objects.bulk_create(events)
+    _request_sealing()
+
+
+SEAL_BATCH = 5000
+
+
+def audit_seal(*, organization_id: int | None = None) -> int:
+    """Seal every committed, unsealed event (of one organization, or of all); returns how many.
+
+    Per organization, in one transaction: lock the chain head, take the unsealed events in
+    insertion order, give each the next ``seq``, its ``prev_hash`` and ``hash``, and move the
+    head. Sealers of one organization queue on the head's lock (they run off the request path),
+    and the second one finds only what the first left. The hashes are computed from the events
+    as read back from the database, exactly as ``audit_verify_chain`` will read them.
+    """
+    unsealed = AuditEvent.objects.filter(seq__isnull=True)
+    if organization_id is not None:
+        unsealed = unsealed.filter(organization_id=organization_id)
+    organization_ids = sorted(set(unsealed.values_list("organization_id", flat=True)))
+    return sum(_seal_organization(org_id) for org_id in organization_ids)
+
+
+def _seal_organization(organization_id: int) -> int:
+    sealed = 0
+    while True:
+        with transaction.atomic():
+            ChainHead.objects.bulk_create(
+                [ChainHead(organization_id=organization_id)], ignore_conflicts=True
+            )
+            head = ChainHead.objects.select_for_update().get(organization_id=organization_id)
+            events = list(
+                AuditEvent.objects.filter(
+                    organization_id=organization_id, seq__isnull=True
+                ).order_by("id")[:SEAL_BATCH]
+            )
+            for event in events:
+                event.seq, event.prev_hash = head.seq + 1, head.hash
+                event.hash = event_hash(event)
+                head.seq, head.hash = event.seq, event.hash
+            if events:
+                AuditEvent.objects.bulk_update(
+                    events, ["seq", "prev_hash", "hash"], batch_size=1000
+                )
+                head.save(update_fields=["seq", "hash"])
+        sealed += len(events)
+        if len(events) < SEAL_BATCH:
+            return sealed
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ The hash chain *detects* tampering; these triggers *refuse* it, so that a bug, a
 action or a hand-typed ``DELETE`` cannot remove evidence without first dropping a trigger — which
 needs DDL rights the application role can be denied. The chain head stays mutable by design.
 
+The one UPDATE allowed is the sealing of an unsealed event (``audit.services.audit_seal``):
+``seq``, ``prev_hash`` and ``hash`` go from empty to set, and every other column stays as it was.
+A sealed event can never change again.
+
 PostgreSQL refuses UPDATE and DELETE per row and TRUNCATE per statement. SQLite has no TRUNCATE
 (its ``DELETE FROM t`` fires the row trigger) and no stored functions, so each trigger raises
 inline.
@@ -24,6 +28,14 @@ _POSTGRESQL_INSTALL = [
     CREATE OR REPLACE FUNCTION audit_event_refuse_change() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
+        IF TG_OP = 'UPDATE' AND OLD.seq IS NULL AND NEW.seq IS NOT NULL
+            AND NEW.prev_hash IS NOT NULL AND NEW.hash IS NOT NULL
+            AND (NEW.id, NEW.organization_id, NEW.action, NEW.actor, NEW.target, NEW.data,
+                 NEW.created_at)
+                IS NOT DISTINCT FROM (OLD.id, OLD.organization_id, OLD.action, OLD.actor,
+                                      OLD.target, OLD.data, OLD.created_at) THEN
+            RETURN NEW;  -- sealing
+        END IF;
         RAISE EXCEPTION '{MESSAGE}: % refused on %', TG_OP, TG_TABLE_NAME;
     END
     $$
@@ -45,19 +57,32 @@ _POSTGRESQL_UNINSTALL = [
     "DROP FUNCTION IF EXISTS audit_event_refuse_change()",
 ]
 
-_SQLITE_INSTALL = [
-    f"""
-    CREATE TRIGGER IF NOT EXISTS audit_event_no_{operation.lower()}
-    BEFORE {operation} ON {TABLE}
-    BEGIN
-        SELECT RAISE(ABORT, '{MESSAGE}: {operation} refused on {TABLE}');
-    END
-    """
-    for operation in ("UPDATE", "DELETE")
-]
 _SQLITE_UNINSTALL = [
     "DROP TRIGGER IF EXISTS audit_event_no_update",
     "DROP TRIGGER IF EXISTS audit_event_no_delete",
+]
+_SQLITE_NOT_SEALING = " OR ".join(
+    ["OLD.seq IS NOT NULL", "NEW.seq IS NULL", "NEW.prev_hash IS NULL", "NEW.hash IS NULL"]
+    + [
+        f"NEW.{column} IS NOT OLD.{column}"
+        for column in ("id", "organization_id", "action", "actor", "target", "data", "created_at")
+    ]
+)
+_SQLITE_INSTALL = [
+    *_SQLITE_UNINSTALL,
+    f"""
+    CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON {TABLE}
+    WHEN {_SQLITE_NOT_SEALING}
+    BEGIN
+        SELECT RAISE(ABORT, '{MESSAGE}: UPDATE refused on {TABLE}');
+    END
+    """,
+    f"""
+    CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON {TABLE}
+    BEGIN
+        SELECT RAISE(ABORT, '{MESSAGE}: DELETE refused on {TABLE}');
+    END
+    """,
 ]
 
 _STATEMENTS = {

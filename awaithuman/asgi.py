@@ -25,8 +25,6 @@ from django.urls import re_path  # noqa: E402
 from awaithuman.origins import ExactOriginValidator  # noqa: E402
 from escalations.consumers import QueueConsumer, wait_endpoint  # noqa: E402
 from escalations.timers import start_in_process_ticker  # noqa: E402
-from notifications.callbacks import ensure_in_process_ticker  # noqa: E402
-from notifications.sweeper import start_in_process_sweeper  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -43,8 +41,6 @@ application = ProtocolTypeRouter(
 )
 
 if settings.TIMERS_IN_PROCESS:
-    # The embedded default has no Celery beat: this process ticks the escalation timers, sweeps
-    # due notification retries and sends due webhook retries itself.
+    # The embedded default has no Celery beat: this process runs beat's schedule itself (the
+    # escalation timers, the outbox dispatch, notification and webhook retries, …).
     start_in_process_ticker()
-    start_in_process_sweeper()
-    ensure_in_process_ticker()

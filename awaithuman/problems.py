@@ -174,6 +174,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     else:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            # curl -d without a header sends a form; say what to send instead.
+            detail += " Send a JSON body with the header 'Content-Type: application/json'."
         body = problem_body(status_code=exc.status_code, type_slug=_slug_for(exc), detail=detail)
 
     response = Response(body, status=body["status"], headers=headers)

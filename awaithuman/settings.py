@@ -234,6 +234,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 1.0,
         "options": {"expires": 5},
     },
+    # The safety net under the after-commit nudges (escalations.outbox).
+    "outbox-dispatch": {
+        "task": "escalations.tasks.outbox_dispatch_task",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
     "idempotency-purge": {"task": "escalations.tasks.idempotency_purge", "schedule": 3600.0},
 }
 
@@ -291,9 +297,12 @@ QUEUE_SESSION_RECHECK_SECONDS = envint("QUEUE_SESSION_RECHECK_SECONDS", 15, mini
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 WAIT_MAX_SECONDS = 60
-TIMER_TICK_SECONDS = 0.5
-# The embedded default ticks timers in the ASGI process; production leaves it to Celery beat.
+# The embedded default runs Celery beat's schedule (below) in the ASGI process; production runs
+# beat.
 TIMERS_IN_PROCESS = envbool("TIMERS_IN_PROCESS", EMBEDDED)
+# After a commit that owes effects, at most one outbox dispatch task is queued per this many
+# seconds across the deployment; the task drains everything due.
+OUTBOX_NUDGE_SECONDS = 1.0
 
 AUDIT_ORGANIZATION_MODEL = "tenants.Organization"
 
@@ -450,7 +459,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "awaithuman.mail.ConsoleSummaryBackend")
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "AwaitHuman <noreply@localhost>")
 EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1)

@@ -35,55 +35,37 @@ def limits(doc: dict) -> list[str]:
         p50 = b["burst"]["product"]["p50_ms"]
         base50 = b["burst"]["baseline"]["p50_ms"]
         text = (
-            "1. **Creates are bound by Python CPU in the one server process and by the "
-            f"organization's audit lock.** During the sustained run ({kind}) the server core was "
-            f"{sp['server_cpu_share']:.0%} busy at {sp['rps']:.0f} creates/s: "
-            f"**{ms_create:.1f} ms of server CPU per create**, against {ms_insert:.1f} ms per "
-            f"bare insert ({ms_create / ms_insert:.1f}×)."
+            "1. **Creates are bound by Python CPU in the one server process.** During the "
+            f"sustained run ({kind}) the server core was {sp['server_cpu_share']:.0%} busy at "
+            f"{sp['rps']:.0f} creates/s: **{ms_create:.1f} ms of server CPU per create**, against "
+            f"{ms_insert:.1f} ms per bare insert ({ms_create / ms_insert:.1f}×)."
         )
         if cpu:
             text += (
                 f" In-process the create path costs {cpu['create']['cpu_ms']:.1f} ms CPU and "
-                f"{cpu['create'].get('queries', '?')} SQL statements (bare insert "
-                f"{cpu['bare_insert']['cpu_ms']:.1f} ms, 1 statement): the key lookup with three "
-                "`select_related` joins, DRF validation (every serializer's fields are deep-copied "
-                "per request), the escalation INSERT, the audit chain (chain-head upsert, "
-                "`SELECT … FOR UPDATE`, event INSERT, head UPDATE), DRF rendering and the "
-                "after-commit hooks (the policy engine and the operators' live-queue broadcast "
-                "where the tree has them) — ORM query compilation and DRF field machinery, no "
-                "single hot spot."
+                f"{cpu['create'].get('queries', '?')} statements counting BEGIN and COMMIT (bare "
+                f"insert {cpu['bare_insert']['cpu_ms']:.1f} ms): the enabled policies, the "
+                "escalation INSERT, its outbox rows and its unsealed audit event; the API key "
+                "comes from the per-process cache, and notifications, callbacks, webhooks and "
+                "live frames run later in the dispatcher, not in the request. What is left is "
+                "Django's and DRF's request machinery and ORM statement compilation, spread "
+                "thin; py-spy shows no single hot spot."
             )
         if "db_lock_waiting_mean" in sp:
             text += (
-                f" PostgreSQL is not idle either: on average {sp['db_active_mean']:.1f} of the "
-                f"pool's backends were active and {sp['db_lock_waiting_mean']:.1f} of them "
-                "waiting on a lock (bare insert: "
-                f"{sb['db_lock_waiting_mean']:.1f}) — creates of one organization queue on "
-                "the audit chain-head row lock (`select_for_update`), held from the audit "
-                "write through COMMIT (an fsync), so they commit one at a time."
+                f" No queue in PostgreSQL: on average {sp['db_active_mean']:.1f} of the pool's "
+                f"backends were active and {sp['db_lock_waiting_mean']:.1f} waiting on a lock "
+                "at 32 "
+                "concurrent creates of one organization (audit events are sealed after commit, "
+                "so no writer takes the chain-head lock)."
             )
-            if sp["db_lock_waiting_mean"] >= 0.5 * max(sp["db_active_mean"], 1):
-                text += (
-                    f" With nearly every active backend queued on that lock, throughput is "
-                    f"1 / hold time: the implied hold is ≈ {1e3 / sp['rps']:.0f} ms per create, "
-                    "far more than its three statements and a commit take on an idle server — "
-                    "the holding request thread has to win the GIL back from the other request "
-                    "threads and the event loop for every statement, so the lock is held across "
-                    "Python scheduling delays. Fix: take the chain-head lock as late as possible "
-                    "and do nothing in Python while holding it (compute the hash in SQL, or "
-                    "append the event in one statement / a deferred per-organization "
-                    "sequencer), or keep the audit append off the request's critical section."
-                )
         text += (
             f" A burst of 200 is therefore ≈ 200 × {ms_create:.1f} ms ≈ "
             f"{200 * ms_create / 1e3:.1f} s of CPU on one core (measured p50 {p50:,.0f} ms); "
-            f"even the bare Django insert needs {base50:,.0f} ms for 200, because Django's ASGI "
-            "handler runs every request — async views included, since `RequestIdMiddleware` is "
-            "sync-only — on a new thread of its own. The 250-ms target needs ≤ 1.25 ms of server "
-            "CPU per create per core: out of reach for one Django process; at today's cost it "
-            f"takes ≈ {p50 / 250:.0f} server processes on as many cores, or a create path "
-            "several times cheaper — and more processes help one organization only as far as "
-            "its chain-head lock lets commits through."
+            f"the bare Django insert needs {base50:,.0f} ms for 200, because Django's ASGI "
+            "handler runs every request on a thread of its own (`RequestIdMiddleware` is "
+            "sync-only). More web processes scale creates with cores: nothing in the create "
+            "path is shared by one organization's requests."
         )
         out += [text, ""]
 
@@ -93,52 +75,32 @@ def limits(doc: dict) -> list[str]:
     wk = _best(wake)
     if sizes or wk:
         text = (
-            "2. **The wait consumer serialises all its database work on one thread per "
-            "process.** `WaitConsumer` calls `database_sync_to_async(wait_open)` and "
-            "`database_sync_to_async(wait_read)`; Channels' `database_sync_to_async` is "
-            "`SyncToAsync(thread_sensitive=True)`, and outside a Django request (no "
-            "`ThreadSensitiveContext`) asgiref runs every thread-sensitive call on one "
-            "process-wide single-thread executor. Every waiter's open"
+            "2. **Waits.** `/wait` is a plain ASGI callable ahead of Django: it authenticates "
+            "(key cache) and reads on the thread pool, parks on a future with no thread and no "
+            "connection, and re-reads through a batch reader: every waiter woken or timed out "
+            "while the previous read ran is read in the next single query."
         )
         if cpu:
             text += (
-                f" ({cpu['wait_open']['cpu_ms']:.1f} ms CPU, {cpu['wait_open'].get('queries', '?')}"
-                f" SQL statements + a Redis round trip) and every wake's re-read "
-                f"({cpu['wait_read']['cpu_ms']:.1f} ms CPU)"
+                f" An open costs {cpu['wait_open']['cpu_ms']:.1f} ms CPU in-process, a re-read "
+                f"{cpu['wait_read']['cpu_ms']:.1f} ms."
             )
-        else:
-            text += " and every wake's re-read"
-        text += " queue there one at a time, sharing the GIL with the event loop."
         facts = []
         for n, pair in sizes.items():
             p, r = pair["product"], pair["baseline"]
-            fact = (
+            facts.append(
                 f"{int(n):,} waiters parked in {p['park_s']:.1f} s "
                 f"({p['park_s'] / int(n) * 1e3:.1f} ms each; raw ASGI {r['park_s']:.2f} s)"
             )
-            if p["early_returns"]:
-                fact += (
-                    f", and {p['early_returns']:,} of them reached their 60-s timeout before the "
-                    "last one was parked — one process cannot hold that many at once"
-                )
-            facts.append(fact)
         if facts:
             text += f" Measured ({hk}): " + "; ".join(facts) + "."
-        if wk:
-            w = wake[wk]["product"]
+        if wk and "together" in wake[wk]:
+            t = wake[wk]["together"]
             text += (
-                f" In (b) the decisions come one at a time, so the queue is short and wake p99 "
-                f"is {w['p99_ms']:.1f} ms; a decision that wakes K waiters at once (or K decisions "
-                "in the same instant) returns them one re-read apart"
+                f" {t['waiters']} decisions sent at once woke their waiters p50 "
+                f"{t['p50_ms']:.0f} ms / p99 {t['p99_ms']:.0f} ms after each decision's response "
+                "(the decisions themselves compete for the same core)."
             )
-            text += f", ≈ K × {cpu['wait_read']['wall_ms']:.1f} ms." if cpu else "."
-        text += (
-            " Product fix: make the open and re-read cheap and off that thread — e.g. "
-            "`thread_sensitive=False` (with `close_old_connections` around each call) or async "
-            "psycopg for these two reads, a per-process cache of key authentication, the pending "
-            "case answered without DRF serialisation, and `.first()` (which adds `ORDER BY id`) "
-            "replaced by `.get()` on the unique `public_id`."
-        )
         out += [text, ""]
 
     # 3. memory per waiter

@@ -11,7 +11,7 @@ from pathlib import Path
 
 KIB_TARGET = 16.0
 WAKE_TARGET_MS = 10.0
-BURST_TARGET_MS = 250.0
+BURST_TARGET_MS = 1000.0
 SUSTAINED_TARGET = 0.60
 HEALTHZ_TARGET = 2.0
 
@@ -105,7 +105,7 @@ def rows(doc: dict) -> list[tuple[str, ...]]:
                 f"{_f(b['p50_ms'], 0)} / {_f(b['p99_ms'], 0)}, {b['errors']} err",
                 f"{_f(base['p50_ms'], 0)} / {_f(base['p99_ms'], 0)}, {base['errors']} err",
                 f"{_ratio(b['p50_ms'], base['p50_ms'])} / {_ratio(b['p99_ms'], base['p99_ms'])}",
-                f"≤ 250 ms, 0 err: {_ok(b['p99_ms'] <= BURST_TARGET_MS and b['errors'] == 0)}",
+                f"p99 ≤ 1 s, 0 err: {_ok(b['p99_ms'] <= BURST_TARGET_MS and b['errors'] == 0)}",
             )
         )
     for kind in _servers(burst):
@@ -136,6 +136,20 @@ def rows(doc: dict) -> list[tuple[str, ...]]:
                 f"p99 ≤ 10 ms: {_ok(p['p99_ms'] <= WAKE_TARGET_MS and p['errors'] == 0)}",
             )
         )
+        t = r.get("together")
+        if t:
+            out.append(
+                (
+                    f"(b) {t['waiters']} decisions at once: waiter after its decision, "
+                    "p50 / p99 / max ms",
+                    kind,
+                    f"{_f(t['p50_ms'], 1)} / {_f(t['p99_ms'], 1)} / {_f(t['max_ms'], 1)}"
+                    f", {t['errors']} err",
+                    "",
+                    "",
+                    f"p99 ≤ 100 ms: {_ok(t['p99_ms'] <= 100 and t['errors'] == 0)}",
+                )
+            )
     held = sc.get("held", {})
     for kind in _servers(held):
         for n, pair in held[kind]["sizes"].items():

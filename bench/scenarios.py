@@ -43,6 +43,7 @@ class Config:
     sustained_warmup_seconds: float = 2.0
     wake_waiters: int = 1000
     wake_warmup_waiters: int = 100
+    wake_together: int = 200
     held_sizes: tuple[int, ...] = (1000, 5000, 10000)
     held_seconds: float = 20.0
     held_pool: int = 1000
@@ -379,6 +380,61 @@ async def wake_once(
     }
 
 
+async def wake_together(
+    server: Server, keys: list[str], operator_key: str, n: int, pool: list[str]
+) -> dict:
+    """Issue #11's case: ``n`` agents parked, then ``n`` decisions sent at the same instant on
+    ``n`` connections. Each waiter's return is timed against its own decision's response."""
+    port = server.port
+    ids = await take_pending(port, keys, pool, n)
+    waiters = await connect_many(port, n)
+    deciders = await connect_many(port, n)
+    futures: list[asyncio.Future] = []
+    try:
+        futures, park_s = await park(port, waiters, ids, keys)
+        await asyncio.sleep(0.5)
+        decisions = [
+            request(
+                "POST",
+                f"/api/v1/escalations/{public_id}/responses",
+                port,
+                key=operator_key,
+                body={"outcome": "approve", "comment": "ok"},
+            )
+            for public_id in ids
+        ]
+        replies = await asyncio.gather(
+            *(call(conn, data) for conn, data in zip(deciders, decisions, strict=True)),
+            return_exceptions=True,
+        )
+        after, errors = [], 0
+        for i, decision in enumerate(replies):
+            try:
+                woken = await asyncio.wait_for(futures[i], 20)
+            except (TimeoutError, client.Closed):
+                errors += 1
+                continue
+            if isinstance(decision, BaseException) or decision.status != 201:
+                errors += 1
+                continue
+            if woken.status != 200 or woken.json().get("status") != "approved":
+                errors += 1
+                continue
+            after.append((woken.at - decision.at) * 1e3)
+    finally:
+        client.close_all(waiters)
+        client.close_all(deciders)
+        _forget(futures)
+    return {
+        "waiters": n,
+        "park_s": park_s,
+        "errors": errors,
+        "p50_ms": percentile(after, 50),
+        "p99_ms": percentile(after, 99),
+        "max_ms": max(after) if after else float("nan"),
+    }
+
+
 async def redis_round_trip(n: int, warmup: int = 100) -> dict:
     """Baseline: PUBLISH from one redis.asyncio client to a subscriber on another, one at a time."""
     sub_client = aioredis.Redis.from_url(REDIS_URL)
@@ -424,9 +480,23 @@ async def run_wake(
             f"parked {result['waiters']} in {result['park_s']:.2f} s; redis p99 "
             f"{baseline['p99_ms']:.2f} ms"
         )
+    together = []
+    for run in range(cfg.runs):
+        result = await wake_together(server, keys, operator_key, cfg.wake_together, pool)
+        together.append(result)
+        log(
+            f"  wake {server.kind} {cfg.wake_together} decisions at once, run {run + 1}: p50 "
+            f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
+        )
     keys_ = ("p50_ms", "p99_ms", "max_ms", "park_s", "decision_to_wake_p50_ms")
     keys_ += ("decision_to_wake_p99_ms",)
     return {
+        "together": {k: median([r[k] for r in together]) for k in ("p50_ms", "p99_ms", "max_ms")}
+        | {
+            "waiters": cfg.wake_together,
+            "errors": sum(r["errors"] for r in together),
+            "runs": together,
+        },
         "waiters": cfg.wake_waiters,
         "product": {k: median([r[k] for r in runs]) for k in keys_}
         | {

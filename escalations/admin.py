@@ -16,6 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
+from django.utils.html import escape
 
 from audit.services import audit_record
 from tenants.admin_site import (
@@ -26,7 +27,8 @@ from tenants.admin_site import (
 )
 from tenants.models import Membership, Organization
 
-from .models import CHANNEL_CHOICES, Escalation, Policy, PolicyLevel, Response
+from .models import CHANNEL_CHOICES, Escalation, OutboxEvent, Policy, PolicyLevel, Response
+from .outbox import outbox_retry
 from .policies import ConditionError, condition_check, policy_dry_run, policy_snapshot
 
 CONDITION_HELP = """CEL expression over the escalation; empty matches everything. Variables:
@@ -146,7 +148,8 @@ class PolicyForm(forms.ModelForm):
             "repeat",
         )
         widgets = {"condition": forms.Textarea(attrs={"rows": 3, "cols": 100})}
-        help_texts = {"condition": CONDITION_HELP}
+        # Django admin renders help text as HTML; the placeholders (<key>) are text.
+        help_texts = {"condition": escape(CONDITION_HELP)}
 
     def clean_condition(self) -> str:
         condition = self.cleaned_data["condition"]
@@ -275,3 +278,27 @@ class PolicyAdmin(OrganizationScopedAdmin):
             "condition_help": CONDITION_HELP,
         }
         return render(request, "admin/escalations/policy/dry_run.html", context)
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    """Effects still owed, for the platform's operators: a parked row shows its last error and
+    can be retried once its cause is fixed. Rows change only through the dispatcher."""
+
+    list_display = ("id", "consumer", "event", "escalation", "attempts", "parked_at", "last_error")
+    list_filter = ("consumer", "event", ("parked_at", admin.EmptyFieldListFilter))
+    actions = ["retry"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return [field.name for field in OutboxEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Retry now")
+    def retry(self, request: HttpRequest, queryset: Any) -> None:
+        retried = outbox_retry(ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{retried} event(s) are due again.")

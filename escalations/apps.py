@@ -8,7 +8,13 @@ class EscalationsConfig(AppConfig):
     verbose_name = "Escalations"
 
     def ready(self) -> None:
-        from . import hooks, live
+        from audit.services import on_unsealed_commit
 
-        # The live queue is a subscriber like any other: it learns of events after commit.
-        hooks.register(live.queue_broadcast)
+        from . import hooks, live, outbox, wakeups
+
+        # New audit events are sealed by the same dispatch that runs the outbox.
+        on_unsealed_commit(outbox.nudge_on_commit)
+
+        # The live queue is a consumer like any other: it learns of events from the outbox.
+        hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)
+        hooks.register("wakeups", wakeups.wake_consumer, events={"decided", "expired", "cancelled"})

@@ -13,6 +13,7 @@ import asyncio
 import json
 import random
 import time
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -62,8 +63,9 @@ def _bearer(headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
-def wait_open(plaintext: str | None, public_id: str, *, body: bool = True) -> Reply:
-    """Authenticate, spend one request of the key's budget, read the escalation (sync, short)."""
+def wait_authorize(plaintext: str | None) -> Reply:
+    """Authenticate and spend one request of the key's budget (sync, short). An empty 200
+    reply carries the organization and the rate-limit headers; anything else is the answer."""
     if plaintext is None:
         return _problem(
             401,
@@ -88,30 +90,112 @@ def wait_open(plaintext: str | None, public_id: str, *, body: bool = True) -> Re
             "This API key lacks the 'escalations:read' scope needed for this call.",
         )
     else:
-        reply = wait_read(api_key.organization_id, public_id, body=body)
+        reply = Reply(200, {}, organization_id=api_key.organization_id)
     reply.headers.update(limit.headers())
     return reply
+
+
+def wait_open(plaintext: str | None, public_id: str, *, body: bool = True) -> Reply:
+    """``wait_authorize`` then ``wait_read``, in one call (what a waiter does first)."""
+    reply = wait_authorize(plaintext)
+    if reply.is_problem:
+        return reply
+    assert reply.organization_id is not None
+    read = wait_read_many([(reply.organization_id, public_id)], body=body)[
+        (reply.organization_id, public_id)
+    ]
+    read.headers.update(reply.headers)
+    return read
 
 
 def wait_read(organization_id: int, public_id: str, *, body: bool = True) -> Reply:
     """The escalation as the API shows it; with ``body=False`` a pending one is only checked
     (its body is not needed by a waiter that is going to park)."""
-    if not is_public_id(public_id, "esc"):
-        # Not even shaped like an id (PostgreSQL would refuse some, e.g. a NUL byte).
-        return _problem(404, "not-found", "No such escalation in this organization.")
-    try:
-        escalation = Escalation.objects.select_related("agent", "assignee__user").get(
-            organization_id=organization_id, public_id=public_id
+    return wait_read_many([(organization_id, public_id)], body=body)[(organization_id, public_id)]
+
+
+def wait_read_many(
+    keys: list[tuple[int, str]], *, body: bool = True
+) -> dict[tuple[int, str], Reply]:
+    """``wait_read`` for many (organization id, escalation id) pairs, in one query."""
+    wanted = {public_id for _, public_id in keys if is_public_id(public_id, "esc")}
+    # Not even shaped like an id: never sent to the database (PostgreSQL refuses a NUL byte).
+    rows = {
+        escalation.public_id: escalation
+        for escalation in Escalation.objects.select_related("agent", "assignee__user").filter(
+            public_id__in=wanted
         )
-    except Escalation.DoesNotExist:
-        return _problem(404, "not-found", "No such escalation in this organization.")
-    terminal = escalation.is_terminal
-    return Reply(
-        200,
-        escalation_data(escalation) if body or terminal else {},
-        organization_id=organization_id,
-        terminal=terminal,
-    )
+    }
+    replies = {}
+    for organization_id, public_id in keys:
+        escalation = rows.get(public_id)
+        if escalation is None or escalation.organization_id != organization_id:
+            replies[organization_id, public_id] = _problem(
+                404, "not-found", "No such escalation in this organization."
+            )
+            continue
+        terminal = escalation.is_terminal
+        replies[organization_id, public_id] = Reply(
+            200,
+            escalation_data(escalation) if body or terminal else {},
+            organization_id=organization_id,
+            terminal=terminal,
+        )
+    return replies
+
+
+class BatchReader:
+    """Re-reads of parked waiters, coalesced: one query on one pool thread for every waiter
+    woken (or timed out) while the previous read ran, never one read per waiter in a queue.
+
+    Two hundred decisions that land together wake two hundred waiters; read one by one, the
+    last would return after the first's 199 reads (DESIGN.md § Second wave).
+    """
+
+    def __init__(self) -> None:
+        # Per event loop (a server has one; tests start one per test).
+        self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def read(self, organization_id: int, public_id: str) -> Reply:
+        loop = asyncio.get_running_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch()
+        future: asyncio.Future[Reply] = loop.create_future()
+        batch.pending.setdefault((organization_id, public_id), []).append(future)
+        if batch.drainer is None or batch.drainer.done():
+            batch.drainer = loop.create_task(batch.drain())
+        reply = await future
+        return Reply(reply.status, reply.body, dict(reply.headers), organization_id, reply.terminal)
+
+
+@dataclass
+class _Batch:
+    pending: dict[tuple[int, str], list[asyncio.Future[Reply]]] = field(default_factory=dict)
+    drainer: asyncio.Task[None] | None = None
+
+    async def drain(self) -> None:
+        # Yield once first: the other waiters woken by the same wake-up join this read.
+        await asyncio.sleep(0)
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                replies = await in_thread(wait_read_many)(list(batch))
+            except Exception as exc:
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                continue
+            for key, futures in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(replies[key])
+
+
+reader = BatchReader()
 
 
 def parse_timeout(query_string: bytes) -> float | Reply:
@@ -192,18 +276,21 @@ class WaitEndpoint:
             organization_id = reply.organization_id
             while not reply.is_problem and not reply.terminal:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and reply.body:
                     break
-                try:
-                    await asyncio.wait_for(asyncio.shield(future), remaining)
-                except TimeoutError:
-                    pass
-                else:
-                    # Woken: register again first (the wake may be spurious), then re-read.
-                    future = await dispatcher.register(public_id)
+                # Past the deadline already (a first read slower than a short timeout), a
+                # pending escalation read without its body is read once more, with it.
+                if remaining > 0:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(future), remaining)
+                    except TimeoutError:
+                        pass
+                    else:
+                        # Woken: register again first (the wake may be spurious), then re-read.
+                        future = await dispatcher.register(public_id)
                 # Re-read on a wake, and at the deadline to return the current state.
                 assert organization_id is not None
-                reply = await in_thread(wait_read)(organization_id, public_id)
+                reply = await reader.read(organization_id, public_id)
                 reply.headers = {**headers, **reply.headers}
         finally:
             dispatcher.unregister(public_id, future)

@@ -61,6 +61,12 @@ def _number_text(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+def _label(key: str) -> str:
+    """A property name as a label when the schema gives no title: ``due_date`` → "Due date"."""
+    words = key.replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else key
+
+
 def _field(schema: Any, *, name: str, label: str, required: bool) -> SchemaField:
     if not isinstance(schema, dict):
         return SchemaField(name=name, label=label, kind="json", required=required)
@@ -87,7 +93,7 @@ def _field(schema: Any, *, name: str, label: str, required: bool) -> SchemaField
     if kind == "object" and isinstance(schema.get("properties"), dict):
         needed = set(schema.get("required") or [])
         children = [
-            _field(sub, name=f"{name}.{key}", label=key, required=key in needed)
+            _field(sub, name=f"{name}.{key}", label=_label(key), required=key in needed)
             for key, sub in schema["properties"].items()
         ]
         return SchemaField(kind="object", children=children, **common)

@@ -1,44 +1,73 @@
-"""Hooks that higher apps register with (in their ``AppConfig.ready``) to act on escalations.
+"""The consumers that higher apps register (in their ``AppConfig.ready``) to act on escalations.
 
-Escalations must not import notifications or the console; instead they call these after commit.
-Each hook receives the escalation's primary key, the event name (``created``, ``level_entered``,
+Escalations must not import notifications or the console. Instead, every state change writes one
+outbox row per interested consumer in its own transaction (``escalations.outbox``), and the
+dispatcher later calls the consumer's handler with those events. A handler receives a list of
+``Event`` (the escalation's primary key, the event name — ``created``, ``level_entered``,
 ``escalated``, ``reminder``, ``deadline_warning``, ``claimed``, ``released``, ``answered``,
-``decided``, ``expired``, ``cancelled``) and a payload that always holds the escalation's
-``generation`` at the time: a hook that queues work compares it with the row's
-``timer_generation`` before acting, so work queued for a step already passed does nothing.
+``decided``, ``expired``, ``cancelled`` — and a payload that always holds the escalation's
+``generation`` at the time: a handler that queues work compares it with the row's
+``timer_generation`` before acting, so work queued for a step already passed does nothing).
+
+Handlers run inside the dispatcher's transaction, which also deletes their outbox rows: what a
+handler writes commits together with "done", so a crash in between repeats the whole batch and
+never half of it. Handlers must therefore be idempotent, and anything they send to the outside
+world must be scheduled with ``transaction.on_commit``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger(__name__)
 
-EscalationHook = Callable[[int, str, dict[str, Any]], None]
-
-_hooks: list[EscalationHook] = []
-
-
-def register(hook: EscalationHook) -> None:
-    if hook not in _hooks:
-        _hooks.append(hook)
+@dataclass(frozen=True)
+class Event:
+    escalation_id: int
+    event: str
+    payload: dict[str, Any]
 
 
-def emit(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Run every hook; one that fails is logged and the rest still run.
+BatchHandler = Callable[[list[Event]], None]
+EventHandler = Callable[[int, str, dict[str, Any]], None]
 
-    Hooks run after commit: the change is made and must not become an error for whoever made
-    it, nor keep the other hooks (the live queue, notifications, callbacks) from running.
-    """
-    for hook in list(_hooks):
-        try:
-            hook(escalation_id, event, payload)
-        except Exception:
-            logger.exception(
-                "escalation hook %s failed on %s of escalation %s",
-                getattr(hook, "__qualname__", hook),
-                event,
-                escalation_id,
-            )
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    handle: BatchHandler
+    events: frozenset[str] | None  # None: every event
+
+
+_consumers: dict[str, Consumer] = {}
+
+
+def register(name: str, handle: BatchHandler, *, events: Collection[str] | None = None) -> None:
+    """Subscribe ``handle`` (called with a batch of events, in order per escalation) to
+    ``events`` (default: all). ``name`` is stored in outbox rows: keep it stable."""
+    _consumers[name] = Consumer(name, handle, frozenset(events) if events is not None else None)
+
+
+def one_at_a_time(handler: EventHandler) -> BatchHandler:
+    """Adapt a handler of single events to the batch interface."""
+
+    def handle(events: list[Event]) -> None:
+        for event in events:
+            handler(event.escalation_id, event.event, event.payload)
+
+    handle.__qualname__ = getattr(handler, "__qualname__", repr(handler))
+    return handle
+
+
+def interested(event: str) -> Iterable[str]:
+    """The names of the consumers that want ``event``."""
+    return [
+        name
+        for name, consumer in _consumers.items()
+        if consumer.events is None or event in consumer.events
+    ]
+
+
+def consumer(name: str) -> Consumer | None:
+    return _consumers.get(name)

@@ -1,7 +1,7 @@
 """The live queue's data: the rows the queue page shows, and the frames its websocket carries.
 
 One shape serves both: ``queue_rows`` renders the page and answers a socket's ``sync`` request,
-``queue_broadcast`` (an escalations hook, registered in ``EscalationsConfig.ready``) turns every
+``queue_frames`` (an outbox consumer, registered in ``EscalationsConfig.ready``) turns every
 queue-visible event into one small delta frame per event — read once, encoded once — and sends it
 to the organization's channel-layer group ``org.<public id>``. Consumers forward the encoded text
 as it is (DESIGN.md § Platform choices: no per-socket work beyond the send).
@@ -19,19 +19,19 @@ import asyncio
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import close_old_connections
+from django.db import transaction
 from django.db.models import Case, Count, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
 from audit.models import ChainHead
 from tenants.models import Organization
 
+from . import hooks
 from .models import Escalation, Response
 
 logger = logging.getLogger(__name__)
@@ -225,31 +225,23 @@ def group_send(group: str, message: dict[str, Any]) -> None:
     future.result(SEND_TIMEOUT_SECONDS)
 
 
-# One worker: frames leave in the order their events committed in this process.
-_broadcasts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-queue")
+def queue_frames(events: list[hooks.Event]) -> None:
+    """Outbox consumer: one delta frame per queue-visible event, sent to the organization's
+    operators once the dispatcher has committed. A send that fails is logged: clients catch up
+    at their next resync, and the dispatch is not retried for it."""
+    frames = []
+    for event in events:
+        if event.event in QUEUE_EVENTS:
+            built = queue_frame(event.escalation_id, event.event)
+            if built is not None:
+                frames.append(built)
+    if frames:
+        transaction.on_commit(lambda: _send_frames(frames))
 
 
-def queue_broadcast(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Escalations hook: push a delta frame for ``event`` to the organization's operators.
-
-    Runs after commit, and hands the work to a background thread: the API response that made the
-    change (an agent's create, an operator's answer) does not wait for the frame to be read,
-    encoded and sent. The decision stands whatever happens there; a failure is logged and the
-    clients catch up at their next resync.
-    """
-    if event in QUEUE_EVENTS:
-        _broadcasts.submit(_broadcast, escalation_id, event)
-
-
-def _broadcast(escalation_id: int, event: str) -> None:
-    try:
-        built = queue_frame(escalation_id, event)
-        if built is not None:
-            group, text = built
+def _send_frames(frames: list[tuple[str, str]]) -> None:
+    for group, text in frames:
+        try:
             group_send(group, {"type": "queue.frame", "text": text})
-    except Exception:
-        logger.exception(
-            "could not push %s of escalation %s to the live queue", event, escalation_id
-        )
-    finally:
-        close_old_connections()
+        except Exception:
+            logger.exception("could not push a frame to the live queue group %s", group)

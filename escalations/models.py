@@ -300,3 +300,40 @@ class ReceiptSigningKey(models.Model):
 
     def __str__(self) -> str:
         return self.kid
+
+
+class OutboxEvent(models.Model):
+    """One effect still owed to one consumer: "consumer X must handle event E of escalation Y".
+
+    Written by ``escalations.outbox.outbox_write`` in the same transaction as the change and its
+    audit event (one row per registered consumer), and deleted by the dispatcher in the same
+    transaction as the consumer's own writes, so an effect is neither lost to a crash after
+    commit nor applied twice by two dispatchers. A row that keeps failing is parked: it stays,
+    with its error, until someone retries it from Django admin.
+    """
+
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="+")
+    consumer = models.CharField(max_length=64)
+    event = models.CharField(max_length=32)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    available_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    parked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # The dispatcher's scan: due, unparked rows in order.
+            models.Index(
+                fields=["available_at", "id"],
+                name="outbox_due",
+                condition=models.Q(parked_at__isnull=True),
+            ),
+            # "Is an earlier event of this escalation still owed to this consumer?"
+            models.Index(fields=["escalation", "consumer", "id"], name="outbox_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} of escalation {self.escalation_id} for {self.consumer}"

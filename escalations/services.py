@@ -21,7 +21,7 @@ from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR
 
-from . import hooks, wakeups
+from . import outbox, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
 from .policies import ConditionFailure, policy_match, policy_snapshot
@@ -108,16 +108,12 @@ def atomic_audited(function: Callable[P, R]) -> Callable[P, R]:
 def _after_commit(
     escalation: Escalation, event: str, payload: dict[str, Any] | None = None
 ) -> None:
-    public_id, pk = escalation.public_id, escalation.pk
-    terminal = escalation.is_terminal
+    """Owe ``event``'s effects (outbox rows, in this transaction) and, for a decision, wake the
+    long-polls right after commit; the outbox's own wake consumer is the safety net."""
     payload = {"generation": escalation.timer_generation, **(payload or {})}
-
-    def run() -> None:
-        if terminal:
-            wakeups.publish(public_id)
-        hooks.emit(pk, event, payload)
-
-    transaction.on_commit(run)
+    outbox.outbox_write(escalation_id=escalation.pk, event=event, payload=payload)
+    if escalation.is_terminal:
+        transaction.on_commit(functools.partial(wakeups.publish, escalation.public_id))
 
 
 @atomic_audited
@@ -165,6 +161,8 @@ def escalation_create(
             escalation.timer_generation = 1
         escalation.next_action_at = _next_timer(escalation)
     escalation.save(force_insert=True)
+    # A new escalation has no responses: the create's response body need not ask.
+    escalation._prefetched_objects_cache = {"responses": Response.objects.none()}
     actor = api_key.as_actor() if api_key is not None else agent.as_actor()
     audit_record(
         organization_id=organization.pk,
@@ -367,6 +365,9 @@ _OUTCOMES_BY_KIND = {
 }
 
 
+REJECT_REASON_REQUIRED = "Say why you reject: this organization asks for a reason, for the agent."
+
+
 @atomic_audited
 def response_submit(
     *,
@@ -401,6 +402,12 @@ def response_submit(
             "outcome",
             f"A {escalation.kind} takes one of: {', '.join(sorted(allowed))}.",
         )
+    if (
+        outcome == Response.Outcome.REJECT
+        and not comment.strip()
+        and escalation.organization.reject_reason_required
+    ):
+        raise invalid("comment", REJECT_REASON_REQUIRED)
     if edited_arguments is not None and (
         outcome != Response.Outcome.APPROVE or not escalation.action
     ):
@@ -549,7 +556,7 @@ def _enter_level(escalation: Escalation, *, level: int, round_: int, now: dateti
 
 
 def _level_entered(escalation: Escalation) -> None:
-    """Record that the escalation is now at its current level, and tell the hooks after commit."""
+    """Record that the escalation is now at its current level, and owe its effects (outbox)."""
     level, round_ = escalation.current_level, escalation.current_round
     snapshot_level = _levels(escalation)[level - 1]
     audit_record(

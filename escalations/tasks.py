@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import idempotency, services
+from audit.services import audit_seal
+
+from . import idempotency, outbox, services
 
 
 @shared_task(ignore_result=True)
@@ -15,3 +17,12 @@ def timers_tick() -> int:
 @shared_task(ignore_result=True)
 def idempotency_purge() -> int:
     return idempotency.idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def outbox_dispatch_task() -> int:
+    """Seal the audit events just committed, then hand the outbox to its consumers (in that
+    order, so that live frames carry the sealed chain head as their version)."""
+    outbox.nudge_consumed()
+    audit_seal()
+    return outbox.outbox_drain()

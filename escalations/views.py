@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from audit.models import AuditEvent, ChainHead
 from awaithuman.problems import ApiProblem
 from tenants.console import role_required
+from tenants.ids import get_by_public_id_or_404
 from tenants.models import Membership
 
 from . import live
@@ -78,13 +79,23 @@ def queue(request: HttpRequest) -> HttpResponse:
             and escalation.assignee_id == request.membership.pk,  # type: ignore[attr-defined]
         )
         rows.append(row)
-    return render(request, "escalations/queue.html", {"rows": rows, "seq": seq or 0})
+    # A new organization's first visit: nothing ever asked yet, so show how to get there.
+    first_run = not rows and not organization.escalations.exists()
+    context = {
+        "rows": rows,
+        "seq": seq or 0,
+        "first_run": first_run,
+        "has_agent": first_run and organization.agents.exists(),
+        "can_manage": request.membership.role in Membership.MANAGING_ROLES,  # type: ignore[attr-defined]
+    }
+    return render(request, "escalations/queue.html", context)
 
 
 def _escalation(request: HttpRequest, public_id: str) -> Escalation:
-    return get_object_or_404(
+    return get_by_public_id_or_404(
         request.organization.escalations.select_related("agent", "assignee__user"),  # type: ignore[attr-defined]
-        public_id=public_id,
+        "esc",
+        public_id,
     )
 
 
@@ -204,7 +215,7 @@ TIMELINE_LABELS = {
 def _timeline(escalation: Escalation) -> list[dict[str, Any]]:
     events = AuditEvent.objects.filter(
         organization_id=escalation.organization_id, target=escalation.public_id
-    ).order_by("seq")
+    ).order_by("id")
     timeline = []
     for event in events:
         data = event.data if isinstance(event.data, dict) else {}
@@ -358,10 +369,7 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
     edited: dict[str, Any] | None = None
     payload: Any = None
 
-    if outcome == Response.Outcome.REJECT:
-        if not comment:
-            comment_errors.append("Say why: the reason goes back to the agent.")
-    else:
+    if outcome != Response.Outcome.REJECT:
         payload = form.parse(request.POST)
         action = escalation.action if isinstance(escalation.action, dict) else None
         if outcome == Response.Outcome.APPROVE and action and raw_arguments is not None:
@@ -388,7 +396,7 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
         )
         return render(request, "escalations/detail.html", context, status=status)
 
-    if comment_errors or arguments_errors or form.has_errors:
+    if arguments_errors or form.has_errors:
         return again(400)
     try:
         response_submit(

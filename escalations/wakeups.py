@@ -22,6 +22,10 @@ from functools import cache
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db import transaction
+
+from . import hooks
+from .models import Escalation
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,17 @@ def publish(public_id: str) -> None:
             logger.exception("could not publish the decision of %s", public_id)
     else:
         dispatcher.wake_threadsafe(public_id)
+
+
+def wake_consumer(events: list[hooks.Event]) -> None:
+    """Outbox consumer, the safety net under the decision's own after-commit publish (which a
+    crash right after commit would lose): announce every terminal escalation of the batch again.
+    A repeated wake costs a waiter one re-read."""
+    ids = {event.escalation_id for event in events}
+    terminal = Escalation.objects.filter(pk__in=ids, status__in=Escalation.TERMINAL)
+    public_ids = list(terminal.values_list("public_id", flat=True))
+    if public_ids:
+        transaction.on_commit(lambda: [publish(public_id) for public_id in public_ids])
 
 
 class Dispatcher:

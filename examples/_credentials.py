@@ -11,11 +11,13 @@ DEMO_CREDENTIALS = Path(__file__).resolve().parent.parent / ".demo-credentials.j
 
 
 def agent_credentials() -> tuple[str, str]:
-    """(api_key, base_url) from AWAITHUMAN_API_KEY / AWAITHUMAN_BASE_URL or the demo file."""
-    base_url = os.environ.get("AWAITHUMAN_BASE_URL", "http://127.0.0.1:8000")
-    api_key = os.environ.get("AWAITHUMAN_API_KEY")
-    if not api_key and DEMO_CREDENTIALS.exists():
-        api_key = json.loads(DEMO_CREDENTIALS.read_text())["agent_key"]
+    """(api_key, base_url) from AWAITHUMAN_API_KEY / AWAITHUMAN_BASE_URL, else from the demo
+    file that ``make run`` wrote (which names the server it started, on whatever port)."""
+    demo = json.loads(DEMO_CREDENTIALS.read_text()) if DEMO_CREDENTIALS.exists() else {}
+    api_key = os.environ.get("AWAITHUMAN_API_KEY") or demo.get("agent_key")
+    base_url = (
+        os.environ.get("AWAITHUMAN_BASE_URL") or demo.get("base_url") or "http://127.0.0.1:8000"
+    )
     if not api_key:
         sys.exit("No API key: run `make run` first (it saves one), or set AWAITHUMAN_API_KEY.")
     return api_key, base_url

@@ -80,7 +80,7 @@ def run_tool(
 
     action = {"name": name, "arguments": arguments}
     print(f"→ asking a human to approve {name}({arguments}) …", flush=True)
-    print(f"  (approve it at {client.base_url}/admin/ or in the console; the agent waits)")
+    print(f"  (approve it in the console's queue at {client.base_url}/; the agent waits)")
     try:
         decision = client.request_approval(
             action,

@@ -10,8 +10,22 @@ class NotificationsConfig(AppConfig):
     def ready(self) -> None:
         from escalations import hooks
 
-        from . import callbacks, channel_answers, fanout
+        from . import callbacks, channel_answers, fanout, services, webhooks
 
-        hooks.register(fanout.on_escalation_event)
-        hooks.register(channel_answers.on_escalation_event)  # N3: edit sent messages once decided
-        hooks.register(callbacks.on_escalation_event)  # N2: agent callbacks, org webhooks
+        hooks.register(
+            "notifications.fanout",
+            hooks.one_at_a_time(fanout.on_escalation_event),
+            events=services.NOTIFYING_EVENTS,
+        )
+        # Edit the messages already sent once decided.
+        hooks.register(
+            "notifications.messages",
+            hooks.one_at_a_time(channel_answers.on_escalation_event),
+            events=channel_answers.TERMINAL_EVENTS,
+        )
+        # Agent callbacks and organization webhooks.
+        hooks.register(
+            "notifications.callbacks",
+            hooks.one_at_a_time(callbacks.on_escalation_event),
+            events=webhooks.EVENT_TYPES,
+        )

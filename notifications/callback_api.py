@@ -7,8 +7,6 @@ agent) sends a failed one again, now, with the same ``webhook-id``.
 
 from __future__ import annotations
 
-from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -18,7 +16,7 @@ from awaithuman.middleware import escalation_var
 from escalations.errors import conflict, forbidden
 from escalations.models import Escalation
 from tenants.api import KeyedAPIView
-from tenants.ids import is_public_id
+from tenants.ids import get_by_public_id_or_404
 from tenants.models import Scope
 
 from . import callbacks
@@ -54,12 +52,11 @@ class CallbackListSerializer(serializers.Serializer):
 
 
 def _escalation(request: Request, public_id: str) -> Escalation:
-    if not is_public_id(public_id, "esc"):
-        raise Http404
-    escalation_var.set(public_id)
-    return get_object_or_404(
-        Escalation.objects.filter(organization=request.organization), public_id=public_id
+    escalation = get_by_public_id_or_404(
+        Escalation.objects.filter(organization=request.organization), "esc", public_id
     )
+    escalation_var.set(public_id)
+    return escalation
 
 
 def _callbacks(escalation: Escalation) -> list[WebhookMessage]:

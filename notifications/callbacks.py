@@ -33,7 +33,6 @@ import hmac
 import logging
 import random
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +40,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -50,6 +49,7 @@ from awaithuman.celery import enqueue
 from escalations.errors import conflict
 from escalations.models import Escalation
 from escalations.serializers import escalation_data
+from escalations.timers import ticking_in_process
 from tenants.models import Agent
 
 from . import ssrf, webhooks
@@ -128,12 +128,11 @@ def _secret_for(message: WebhookMessage) -> list[str]:
 
 
 def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """The escalations hook (after commit): queue the agent's callback and the organization's
-    webhooks for this event (``escalations.hooks.emit`` logs a failure; the decision stands)."""
+    """The outbox consumer: queue the agent's callback and the organization's webhooks for this
+    event. Idempotent: a repeated event finds its messages already made."""
     event_type = webhooks.EVENT_TYPES.get(event)
     if event_type is None:
         return
-    ensure_in_process_ticker()
     # Two narrow reads first: most events (a timeout sweep of thousands) want no message.
     organization_id, callback_url = Escalation.objects.values_list(
         "organization_id", "callback_url"
@@ -192,14 +191,14 @@ def callback_message_create(
 
 def webhook_message_enqueue(message: WebhookMessage) -> None:
     """Send the message's due attempt now: in a worker (production), inline (tests: eager
-    Celery, no ticker), or from the in-process ticker (embedded default), so that a slow
-    receiver never holds up the request that decided the escalation."""
-    if _ticker_wanted():
-        ensure_in_process_ticker()
+    Celery, no scheduler), or from the in-process scheduler's next webhook job (embedded
+    default), so that a slow receiver never holds up the dispatch of other effects."""
+    if ticking_in_process():
         return
     claim = webhook_message_claim(message_id=message.pk)
     if claim:
-        enqueue(webhook_deliver, (message.pk, claim))
+        # Queued once the caller's transaction (the outbox dispatch) has made the message real.
+        transaction.on_commit(lambda: enqueue(webhook_deliver, (message.pk, claim)))
 
 
 def _claimable(now: datetime) -> Q:
@@ -225,7 +224,7 @@ def webhook_message_claim(*, message_id: int) -> str | None:
 
 
 def webhook_messages_due() -> int:
-    """Claim and queue every due message (beat, every second; the embedded ticker)."""
+    """Claim and queue every due message (beat's schedule, every second; embedded too)."""
     now = timezone.now()
     ids = list(
         WebhookMessage.objects.filter(_claimable(now))
@@ -472,39 +471,3 @@ def webhook_message_replay(*, message: WebhookMessage, actor: dict[str, Any]) ->
     )
     transaction.on_commit(lambda: webhook_message_enqueue(locked))
     return locked
-
-
-# --- The embedded default's ticker ---------------------------------------------------------------
-
-_ticker_lock = threading.Lock()
-_ticker: threading.Thread | None = None
-
-
-def _ticker_wanted() -> bool:
-    return bool(webhook_deliver.app.conf.task_always_eager and settings.TIMERS_IN_PROCESS)
-
-
-def _tick_forever() -> None:
-    while True:
-        try:
-            close_old_connections()
-            webhook_messages_due()
-        except Exception:
-            logger.exception("webhook tick failed; retrying")
-        finally:
-            close_old_connections()
-        time.sleep(settings.TIMER_TICK_SECONDS)
-
-
-def ensure_in_process_ticker() -> None:
-    """Without Celery beat (the embedded default) retries are swept by a daemon thread,
-    started with the first escalation event this process sees."""
-    global _ticker
-    if not _ticker_wanted():
-        return
-    with _ticker_lock:
-        if _ticker is None:
-            _ticker = threading.Thread(
-                target=_tick_forever, name="awaithuman-webhooks", daemon=True
-            )
-            _ticker.start()

@@ -175,6 +175,13 @@ def answer_from_channel(
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return False, f"Already {outcome_text(escalation)}."
+        if problem.errors and "comment" in problem.errors:
+            # The organization asks for a reason with every rejection; a button has none.
+            if channel in ("sms", "whatsapp"):
+                how = f"reply NO {answer_code.code} and your reason"
+            else:
+                how = f"reject in the console with one: {console_url(escalation)}"
+            return False, f"{escalation.organization.name} asks for a reason to reject: {how}"
         return False, str(problem.detail)
     ChannelAnswerCode.objects.filter(pk=answer_code.pk, used_at=None).update(used_at=timezone.now())
     escalation.refresh_from_db()
@@ -287,7 +294,7 @@ def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any])
     Most escalations have none to edit (a timeout sweep of thousands, e-mail and SMS only):
     one indexed query here spares them a task."""
     if event in TERMINAL_EVENTS and _sent_editable(escalation_id).exists():
-        enqueue(messages_update_after_decision, (escalation_id,))
+        transaction.on_commit(lambda: enqueue(messages_update_after_decision, (escalation_id,)))
 
 
 @shared_task(acks_late=True, ignore_result=True)

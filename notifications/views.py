@@ -18,7 +18,7 @@ from django.core import signing
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -28,6 +28,7 @@ from awaithuman.problems import ApiProblem
 from escalations.models import Escalation
 from escalations.services import response_submit
 from tenants.console import role_required
+from tenants.ids import get_by_public_id_or_404
 
 from . import links, services
 from .models import ContactPoint, Delivery
@@ -117,6 +118,10 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return _action_page(request, "decided", status=409, **context)
+        if problem.errors and "comment" in problem.errors:
+            # A missing reason: ask again on the same page (the link was not used up).
+            errors = problem.errors["comment"]
+            return _action_page(request, "confirm", status=400, comment_errors=errors, **context)
         return _action_page(
             request, "refused", status=problem.status_code, detail=str(problem.detail), **context
         )
@@ -129,10 +134,12 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
 
 def _my_point(request: HttpRequest, public_id: str) -> ContactPoint:
     """One of my contact points in this organization; anyone else's is a 404."""
-    return get_object_or_404(
-        ContactPoint.objects.select_related("membership__user"),
-        membership=request.membership,  # type: ignore[attr-defined]
-        public_id=public_id,
+    return get_by_public_id_or_404(
+        ContactPoint.objects.select_related("membership__user").filter(
+            membership=request.membership  # type: ignore[attr-defined]
+        ),
+        "cp",
+        public_id,
     )
 
 

@@ -18,14 +18,14 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from awaithuman.problems import ApiProblem
 from escalations.serializers import CallbackUrlField
 from tenants.console import role_required
-from tenants.ids import is_public_id
+from tenants.ids import get_by_public_id_or_404
 from tenants.models import Agent, Membership
 
 from . import callbacks, webhooks
@@ -35,17 +35,8 @@ MANAGERS = tuple(Membership.MANAGING_ROLES)
 RECENT = 50
 
 
-def _get_or_404(queryset: QuerySet[Any], prefix: str, public_id: str) -> Any:
-    if not is_public_id(public_id, prefix):
-        raise Http404
-    found = queryset.filter(public_id=public_id).first()
-    if found is None:
-        raise Http404
-    return found
-
-
 def _agent(request: HttpRequest, public_id: str) -> Agent:
-    return _get_or_404(request.organization.agents.all(), "agt", public_id)  # type: ignore[attr-defined]
+    return get_by_public_id_or_404(request.organization.agents.all(), "agt", public_id)  # type: ignore[attr-defined]
 
 
 def _actor(request: HttpRequest) -> dict[str, Any]:
@@ -108,7 +99,7 @@ def agent_callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpRe
 @require_POST
 def agent_callback_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
     agent = _agent(request, public_id)
-    message = _get_or_404(
+    message = get_by_public_id_or_404(
         WebhookMessage.objects.filter(
             organization=request.organization,  # type: ignore[attr-defined]
             escalation__agent=agent,
@@ -181,13 +172,13 @@ def _endpoint_page(
 @role_required(*MANAGERS)
 @require_GET
 def webhook_endpoint(request: HttpRequest, public_id: str) -> HttpResponse:
-    return _endpoint_page(request, _get_or_404(_endpoints(request), "whk", public_id))
+    return _endpoint_page(request, get_by_public_id_or_404(_endpoints(request), "whk", public_id))
 
 
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
-    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     plaintext = webhooks.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
     endpoint.refresh_from_db()
     return _endpoint_page(request, endpoint, new_secret=plaintext)
@@ -196,7 +187,7 @@ def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpRespons
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpResponse:
-    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     webhooks.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
     messages.success(request, "Webhook enabled again.")
     return redirect("webhook_endpoint", public_id=endpoint.public_id)
@@ -205,7 +196,7 @@ def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpRespons
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpResponse:
-    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
+    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     webhooks.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
     messages.success(request, f"Webhook {endpoint.url} deleted.")
     return redirect("webhook_endpoints")
@@ -214,6 +205,6 @@ def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpRespons
 @role_required(*MANAGERS)
 @require_POST
 def webhook_message_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
-    endpoint = _get_or_404(_endpoints(request), "whk", public_id)
-    _replay(request, _get_or_404(endpoint.messages.all(), "msg", message_id))
+    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
+    _replay(request, get_by_public_id_or_404(endpoint.messages.all(), "msg", message_id))
     return redirect("webhook_endpoint", public_id=endpoint.public_id)

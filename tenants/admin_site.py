@@ -76,10 +76,34 @@ class AwaitHumanAdminSite(admin.AdminSite):
         return HttpResponseRedirect(next_url)
 
 
+class OrganizationListFilter(admin.RelatedFieldListFilter):
+    """ "By organization", offering an org admin only the organizations they manage (Django's own
+    filter lists every row of the related table)."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> list[Any]:
+        if request.user.is_superuser:
+            return super().field_choices(field, request, model_admin)
+        return [(org.pk, str(org)) for org in managed_organizations(request).order_by("name")]
+
+
 class OrganizationScopedAdmin(admin.ModelAdmin):
     """A ModelAdmin whose rows belong to an organization (``organization_path`` leads to it)."""
 
     organization_path = "organization"
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return [
+            (name, OrganizationListFilter) if name == self.organization_path else name
+            for name in super().get_list_filter(request)
+        ]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """A new row belongs to the organization its author manages, when there is just one."""
+        initial = super().get_changeform_initial_data(request)
+        managed = list(managed_organizations(request)[:2])
+        if self._scoped(request) and len(managed) == 1 and self.organization_path == "organization":
+            initial.setdefault("organization", managed[0].pk)
+        return initial
 
     def _scoped(self, request: HttpRequest) -> bool:
         return not request.user.is_superuser
@@ -124,6 +148,8 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
     ) -> forms.Field | None:
         if db_field.name == "organization" and self._scoped(request):
             kwargs["queryset"] = managed_organizations(request)
+            if managed_organizations(request).count() == 1:
+                kwargs["empty_label"] = None
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(

@@ -127,8 +127,11 @@ class KeyRollForm(forms.Form):
 class OrganizationSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization
-        fields = ["name", "require_2fa"]
-        labels = {"require_2fa": "Require two-factor authentication for every member"}
+        fields = ["name", "require_2fa", "reject_reason_required"]
+        labels = {
+            "require_2fa": "Require two-factor authentication for every member",
+            "reject_reason_required": "Require a reason with every rejection",
+        }
 
 
 class OrganizationDeleteForm(forms.Form):

@@ -27,6 +27,9 @@ class Organization(models.Model):
     stripe_subscription_id = models.CharField(max_length=64, blank=True)
     subscription_status = models.CharField(max_length=32, blank=True)
     require_2fa = models.BooleanField(default=False)
+    # One rule for every answer path (API, console, e-mail, chat, push): off, a rejection's
+    # reason is optional everywhere; on, a rejection without one is refused everywhere.
+    reject_reason_required = models.BooleanField(default=False)
     settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -51,7 +51,7 @@ from .forms import (
     OrganizationSettingsForm,
     RoleForm,
 )
-from .ids import is_public_id
+from .ids import get_by_public_id_or_404
 from .models import PERSONAL_SCOPES, ApiKey, Membership, Scope
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
@@ -73,18 +73,6 @@ def console_context(request: HttpRequest) -> dict[str, Any]:
         )
 
     return {"console_memberships": SimpleLazyObject(memberships)}
-
-
-def _get_or_404(queryset: QuerySet[Any], prefix: str, public_id: str, **lookup: Any) -> Any:
-    """One object of the current organization by public id; malformed ids never reach the
-    database."""
-    if not is_public_id(public_id, prefix):
-        raise Http404
-    lookup = lookup or {"public_id": public_id}
-    obj = queryset.filter(**lookup).first()
-    if obj is None:
-        raise Http404
-    return obj
 
 
 def _actor(request: HttpRequest) -> dict[str, Any]:
@@ -143,7 +131,7 @@ def agents(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def agent(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     form = AgentApiKeyForm()
     issued = None
     if request.method == "POST":
@@ -180,6 +168,8 @@ def _agent_page(
             "form": form or AgentApiKeyForm(),
             "roll_form": KeyRollForm(auto_id=False),
             "issued": issued,
+            # The address this page was reached at, so the ready curl works on any port.
+            "api_base": request.build_absolute_uri("/").rstrip("/"),
             "now": timezone.now(),
             "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
         },
@@ -190,7 +180,7 @@ def _agent_page(
 @require_POST
 def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     services.agent_disable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is disabled: all its keys are refused.")
     return redirect("agent", public_id=agent.public_id)
@@ -200,7 +190,7 @@ def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     services.agent_enable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is enabled again.")
     return redirect("agent", public_id=agent.public_id)
@@ -211,7 +201,7 @@ def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
 def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
     """A new key replaces this one; the old one keeps working for the chosen grace period."""
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     form = KeyRollForm(request.POST)
     if not form.is_valid():
@@ -234,7 +224,7 @@ def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpRes
 @require_POST
 def agent_key_revoke(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    agent = _get_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     services.api_key_revoke(api_key=api_key, actor=_actor(request))
     messages.success(request, f"Key {api_key} revoked; it stops working at once.")
@@ -348,7 +338,9 @@ def members(request: HttpRequest) -> HttpResponse:
 
 def _member_or_404(request: HttpRequest, public_id: str) -> Membership:
     organization = request.organization  # type: ignore[attr-defined]
-    return _get_or_404(organization.memberships.select_related("user"), "mem", public_id)
+    return get_by_public_id_or_404(
+        organization.memberships.select_related("user"), "mem", public_id
+    )
 
 
 @role_required(*MANAGERS)
@@ -391,7 +383,7 @@ def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    invitation = _get_or_404(organization.invitations.all(), "inv", public_id)
+    invitation = get_by_public_id_or_404(organization.invitations.all(), "inv", public_id)
     services.invitation_revoke(invitation=invitation, actor=_actor(request))
     messages.success(request, f"Invitation to {invitation.email} withdrawn.")
     return redirect("members")
@@ -468,6 +460,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
                 organization=_fresh(organization),
                 name=form.cleaned_data["name"],
                 require_2fa=form.cleaned_data["require_2fa"],
+                reject_reason_required=form.cleaned_data["reject_reason_required"],
                 actor=_actor(request),
             )
             messages.success(request, "Settings saved.")
@@ -517,7 +510,7 @@ def organization_delete(request: HttpRequest) -> HttpResponse:
 @require_GET
 def audit_log(request: HttpRequest) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
-    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-seq")
+    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-id")
     action = request.GET.get("action", "").strip()[:64]
     target = request.GET.get("target", "").strip()[:64]
     if action:

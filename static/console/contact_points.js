@@ -1,5 +1,16 @@
-// "Notify this browser": subscribe with the server's VAPID key (pwa.js) and post the
-// subscription with the form, which carries the CSRF token; the page then shows the result.
+// Contact points: a point's priorities save as soon as one is ticked (the Save button stays for
+// browsers without scripts), and "Notify this browser" subscribes with the server's VAPID key
+// (pwa.js) and posts the subscription with the form, which carries the CSRF token.
+(function () {
+  "use strict";
+  document.querySelectorAll("form[data-autosave]").forEach(function (form) {
+    var button = form.querySelector("[data-autosave-button]");
+    if (button) button.hidden = true;
+    form.addEventListener("change", function () {
+      form.submit();
+    });
+  });
+})();
 (function () {
   "use strict";
   var form = document.getElementById("push-subscribe");

@@ -1,5 +1,5 @@
 // The decision screen: keyboard shortcuts, client-side checks the HTML constraints cannot
-// express (a reason to reject, JSON arguments), and live claim/decision state from /ws/queue/.
+// express (a reason to reject where the organization asks for one, JSON arguments), and live claim/decision state from /ws/queue/.
 // Plain JS, no inline script; agent text only ever goes through textContent.
 (function () {
   "use strict";
@@ -38,7 +38,8 @@
     });
     form.addEventListener("submit", function (event) {
       var submitter = event.submitter;
-      if (submitter && submitter.value === "reject" && comment && !comment.value.trim()) {
+      var needsReason = form.hasAttribute("data-reason-required");
+      if (needsReason && submitter && submitter.value === "reject" && comment && !comment.value.trim()) {
         event.preventDefault();
         comment.setCustomValidity(rejectMessage);
         comment.reportValidity();
@@ -117,7 +118,7 @@
     var now = e.claimed_by_id || "";
     claimEl.dataset.claimedById = now;
     claimEl.textContent = e.claimed_by ? e.claimed_by + (now === me ? " (you)" : "") : "nobody";
-    quorumEl.textContent = e.approvals + " of " + e.required_approvals + " approval" + (e.required_approvals === 1 ? "" : "s");
+    if (quorumEl) quorumEl.textContent = e.approvals + " of " + e.required_approvals + " approval" + (e.required_approvals === 1 ? "" : "s");
     if (before !== null && before !== now && now !== me) {
       if (now) { lock(); say(e.claimed_by + " claimed this escalation."); }
       else say("The claim was released.");

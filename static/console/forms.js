@@ -1,16 +1,10 @@
 // Small behaviours of the console's forms, declared in the markup (the Content-Security-Policy
 // allows no inline script or event handler):
 //   <form data-confirm="Revoke this key?">  asks before submitting;
-//   <select data-autosubmit>                 submits its form when the choice changes;
 //   <button data-copy="#selector">           copies that element's text.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
   if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
-});
-
-document.addEventListener("change", (event) => {
-  const select = event.target.closest("select[data-autosubmit]");
-  if (select && select.form) select.form.requestSubmit();
 });
 
 document.addEventListener("click", async (event) => {

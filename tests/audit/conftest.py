@@ -9,19 +9,23 @@ from django.db import connection, transaction
 
 from audit import triggers
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_seal
 
 ALICE = {"type": "user", "id": "usr_alice", "label": "alice@example.com"}
 
 
 @pytest.fixture
 def record() -> Callable[..., AuditEvent]:
-    """Record one event in its own transaction, as a service would."""
+    """Record one event in its own transaction, as a service would, and return it as it stands
+    once sealed (which the dispatcher does right after the commit)."""
 
     def record(organization_id: int, action: str = "escalation.created", **kwargs: Any):
         kwargs.setdefault("actor", ALICE)
         with transaction.atomic():
-            return audit_record(organization_id=organization_id, action=action, **kwargs)
+            event = audit_record(organization_id=organization_id, action=action, **kwargs)
+        audit_seal(organization_id=organization_id)
+        event.refresh_from_db()
+        return event
 
     return record
 

@@ -7,6 +7,7 @@ from django.db import DatabaseError, connection, transaction
 
 from audit import triggers
 from audit.models import AuditEvent, ChainHead
+from audit.services import audit_record, audit_seal
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +71,39 @@ def test_orm_cannot_update_or_delete_an_event(event):
 
     stored = AuditEvent.objects.get(pk=event.pk)
     assert (stored.action, stored.data) == ("escalation.created", {"amount": 750})
+
+
+def test_only_the_sealing_of_an_unsealed_event_is_allowed(record):
+    with transaction.atomic():
+        unsealed = audit_record(
+            organization_id=ACME, action="member.added", actor={"type": "system"}
+        )
+    # Sealing with anything else changed at the same time is refused...
+    with refused():
+        raw_sql(
+            "UPDATE audit_auditevent SET seq = 1, prev_hash = %s, hash = %s, target = %s"
+            " WHERE id = %s",
+            ["0" * 64, "f" * 64, "esc_forged", unsealed.pk],
+        )
+    # ...and so is a half seal.
+    with refused():
+        raw_sql("UPDATE audit_auditevent SET seq = 1 WHERE id = %s", [unsealed.pk])
+
+    assert audit_seal(organization_id=ACME) == 1
+    sealed = AuditEvent.objects.get(pk=unsealed.pk)
+    assert sealed.seq == 1
+
+    # Once sealed, never again: not even a re-seal.
+    with refused():
+        raw_sql(
+            "UPDATE audit_auditevent SET seq = 2, hash = %s WHERE id = %s", ["0" * 64, sealed.pk]
+        )
+    with refused():
+        raw_sql(
+            "UPDATE audit_auditevent SET seq = NULL, prev_hash = NULL, hash = NULL WHERE id = %s",
+            [sealed.pk],
+        )
+    assert AuditEvent.objects.get(pk=sealed.pk).hash == sealed.hash
 
 
 def test_chain_head_stays_writable(event):

@@ -10,11 +10,18 @@ import pytest
 from django.db import connection, transaction
 
 from audit.models import GENESIS_HASH, AuditEvent, ChainHead
-from audit.services import VerifyResult, audit_record, audit_verify_chain, event_hash
+from audit.services import (
+    VerifyResult,
+    audit_record,
+    audit_seal,
+    audit_verify_chain,
+    event_hash,
+)
 
 pytestmark = pytest.mark.django_db
 
 ACME, GLOBEX = 101, 202
+ALICE = {"type": "user", "id": "usr_alice", "label": "alice@example.com"}
 
 
 def test_events_link_into_a_chain_that_verifies(record):
@@ -157,12 +164,27 @@ def test_concurrent_writers_of_one_organization_get_gap_free_seqs():
         finally:
             connection.close()
 
-    # Every writer starts on an organization without a chain head, so they also race to create it.
-    with ThreadPoolExecutor(max_workers=writers) as pool:
-        for future in [pool.submit(write, writer) for writer in range(writers)]:
-            future.result()
+    def seal() -> None:
+        try:
+            for _ in range(events_each):
+                audit_seal(organization_id=ACME)
+        finally:
+            connection.close()
 
-    seqs = list(AuditEvent.objects.filter(organization_id=ACME).values_list("seq", flat=True))
+    # Every sealer starts on an organization without a chain head, so they also race to create
+    # it; writers and sealers run at once, as web processes and dispatchers do.
+    with ThreadPoolExecutor(max_workers=writers + 2) as pool:
+        futures = [pool.submit(write, writer) for writer in range(writers)]
+        futures += [pool.submit(seal) for _ in range(2)]
+        for future in futures:
+            future.result()
+    audit_seal()
+
+    seqs = list(
+        AuditEvent.objects.filter(organization_id=ACME)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+    )
     assert seqs == list(range(1, writers * events_each + 1))
     result = audit_verify_chain(organization_id=ACME)
     assert result.ok, result
@@ -233,3 +255,31 @@ class TestVerifyNamesTheFirstBrokenEvent:
 
         assert (result.ok, result.first_broken, result.events_checked) == (False, 2, 1)
         assert result.reason == "not recorded in the chain head"
+
+
+def test_an_event_is_written_unsealed_and_sealed_after_commit():
+    with transaction.atomic():
+        event = audit_record(organization_id=ACME, action="member.added", actor={"type": "system"})
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.seq, stored.prev_hash, stored.hash) == (None, None, None)
+    # An unsealed event is not part of the chain yet; the chain is intact without it.
+    assert audit_verify_chain(organization_id=ACME) == VerifyResult(ok=True, events_checked=0)
+
+    assert audit_seal() == 1
+
+    stored.refresh_from_db()
+    assert (stored.seq, stored.prev_hash) == (1, GENESIS_HASH)
+    assert stored.hash == event_hash(stored)
+    assert audit_verify_chain(organization_id=ACME) == VerifyResult(ok=True, events_checked=1)
+    assert audit_seal() == 0
+
+
+def test_events_are_sealed_in_the_order_they_were_written(record):
+    with transaction.atomic():
+        for n in range(3):
+            audit_record(
+                organization_id=ACME, action="escalation.created", actor=ALICE, data={"n": n}
+            )
+    audit_seal(organization_id=ACME)
+    events = AuditEvent.objects.filter(organization_id=ACME).order_by("seq")
+    assert [(event.seq, event.data["n"]) for event in events] == [(1, 0), (2, 1), (3, 2)]

@@ -61,6 +61,13 @@ def test_the_app_role_appends_events_but_cannot_change_or_remove_them(roles, rec
         assert second.seq == first.seq + 1
         assert ChainHead.objects.get(organization_id=ACME).seq == second.seq
         refused("UPDATE audit_auditevent SET target = 'esc_9' WHERE id = %s", [first.pk])
+        # The sealing columns are granted, but a sealed event is never sealed again.
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("UPDATE audit_auditevent SET seq = 99 WHERE id = %s", [first.pk])
         refused("DELETE FROM audit_auditevent WHERE id = %s", [first.pk])
         refused("TRUNCATE audit_auditevent")
         refused("DELETE FROM audit_chainhead")

@@ -309,6 +309,7 @@ def test_hostile_agent_text_renders_inertly_and_screenshots(queue_server, operat
     assert sorted(scripts) == [
         f"{base}/static/console/decision.js",
         f"{base}/static/console/forms.js",
+        f"{base}/static/console/menu.js",
         f"{base}/static/console/pwa.js",
     ], scripts
     assert page.locator('a[href^="javascript:"]').count() == 0
@@ -320,8 +321,6 @@ def test_hostile_agent_text_renders_inertly_and_screenshots(queue_server, operat
     page.keyboard.press("?")
     expect(page.locator("dialog#help")).to_be_visible()
     page.keyboard.press("Escape")
-    page.get_by_role("button", name="Reject").click()
-    assert page.locator("#f-comment").evaluate("el => !el.checkValidity()")
     page.get_by_label("Comment").fill("Never e-mail the CEO from a support bot.")
     page.get_by_role("button", name="Reject").click()
     page.wait_for_url(f"{queue_server['base']}/")

@@ -50,6 +50,14 @@ def test_sign_up_creates_an_organization_and_makes_the_person_its_owner():
     assert "Initech" in page.content.decode()
 
 
+def test_the_greeting_after_sign_up_names_the_person_by_their_address():
+    client = Client()
+    sign_up(client)
+    page = client.get("/").content.decode()
+    assert "Signed in as peter@initech.test." in page
+    assert "signed in as peter." not in page.lower()
+
+
 def test_sign_up_sends_a_verification_email_that_verifies_the_address():
     client = Client()
     sign_up(client)

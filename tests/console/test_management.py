@@ -182,7 +182,11 @@ def test_an_admin_renames_the_organization_and_requires_2fa(acme):
     assert acme.organization.name == "Acme Corp"
     assert acme.organization.require_2fa
     event = AuditEvent.objects.get(action="organization.updated")
-    assert event.data["after"] == {"name": "Acme Corp", "require_2fa": True}
+    assert event.data["after"] == {
+        "name": "Acme Corp",
+        "require_2fa": True,
+        "reject_reason_required": False,
+    }
 
 
 def test_only_an_owner_deletes_the_organization_after_typing_its_name(acme):

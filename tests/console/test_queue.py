@@ -229,12 +229,16 @@ def test_bad_edited_arguments_are_shown_in_place(acme):
     assert Escalation.objects.get(public_id=created["id"]).status == "pending"
 
 
-def test_reject_needs_a_reason_which_goes_to_the_agent(acme):
+def test_reject_needs_a_reason_where_the_organization_asks_and_it_goes_to_the_agent(acme):
+    acme.organization.reject_reason_required = True
+    acme.organization.save()
     created = create_escalation(acme)
     bob = signed_in(acme, "bob")
+    page = bob.get(f"/escalations/{created['id']}/").content.decode()
+    assert "(required to reject; sent to the agent)" in page
     response = bob.post(f"/escalations/{created['id']}/respond", {"outcome": "reject"})
     assert response.status_code == 400
-    assert "the reason goes back to the agent" in response.content.decode()
+    assert "this organization asks for a reason" in response.content.decode()
 
     bob.post(
         f"/escalations/{created['id']}/respond",
@@ -245,6 +249,16 @@ def test_reject_needs_a_reason_which_goes_to_the_agent(acme):
     assert "Refund only the duplicate charge." in str(decision["decision"])
 
 
+def test_reject_without_a_reason_goes_through_where_the_organization_does_not_ask(acme):
+    created = create_escalation(acme)
+    bob = signed_in(acme, "bob")
+    page = bob.get(f"/escalations/{created['id']}/").content.decode()
+    assert "(optional; sent to the agent)" in page
+    response = bob.post(f"/escalations/{created['id']}/respond", {"outcome": "reject"})
+    assert response.status_code == 302
+    assert Escalation.objects.get(public_id=created["id"]).status == "rejected"
+
+
 def test_typed_form_is_generated_from_the_response_schema(acme):
     created = typed(acme)
     html = signed_in(acme, "bob").get(f"/escalations/{created['id']}/").content.decode()
@@ -253,7 +267,7 @@ def test_typed_form_is_generated_from_the_response_schema(acme):
     assert 'step="1"' in html
     assert 'maxlength="80"' in html
     assert 'type="radio" name="response.gift" value="true"' in html
-    assert "<legend>address</legend>" in html
+    assert "<legend>Address</legend>" in html
     assert 'pattern="^[0-9]{5}$"' in html
 
 
@@ -342,3 +356,18 @@ def test_agent_text_is_escaped_everywhere(acme):
         assert "<img src=x" not in html
         assert 'href="javascript:' not in html
         assert "&lt;script&gt;alert" in html
+
+
+def test_a_question_shows_no_approval_count_and_a_capitalised_answer_label(acme):
+    created = create_escalation(acme, kind="question", title="Which carrier?", action=None)
+    html = signed_in(acme, "bob").get(f"/escalations/{created['id']}/").content.decode()
+    assert 'id="quorum"' not in html
+    assert "decision-grid no-action" in html  # one column: reasoning, then the answer
+    assert '<label for="f-response-answer">Answer <span class="req"' in html
+
+
+def test_an_approval_with_an_action_keeps_its_quorum_and_two_columns(acme):
+    created = create_escalation(acme)
+    html = signed_in(acme, "bob").get(f"/escalations/{created['id']}/").content.decode()
+    assert 'id="quorum">0 of 1 approval<' in html
+    assert 'class="decision-grid"' in html

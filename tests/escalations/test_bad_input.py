@@ -127,6 +127,7 @@ def test_create_refuses_a_body_that_is_not_json_with_415(acme, content_type):
         post_raw(acme.agent_key, CREATE, json.dumps(APPROVAL), content_type), 415
     )
     assert content_type in problem["detail"]
+    assert "Content-Type: application/json" in problem["detail"]
     assert rows() == before
 
 

@@ -109,3 +109,42 @@ async def test_wait_for_an_unknown_escalation_is_404(acme):
     result = await wait(acme.agent_key, "esc_doesnotexist", timeout=2)
     assert result["status"] == 404
     assert result["body"]["type"].endswith("/not-found")
+
+
+async def test_waiters_woken_together_each_get_their_own_decision(acme, globex):
+    created = [await sync_to_async(create_escalation)(acme) for _ in range(12)]
+    foreign = await sync_to_async(create_escalation)(globex)
+    waiters = [
+        asyncio.create_task(wait(acme.agent_key, escalation["id"], "?timeout=30", timeout=20))
+        for escalation in created
+    ]
+    stranger = asyncio.create_task(wait(acme.agent_key, foreign["id"], "?timeout=30", timeout=20))
+    await asyncio.sleep(0.5)
+    assert not any(waiter.done() for waiter in waiters)
+    bob = acme.client_for("bob")
+    for n, escalation in enumerate(created):
+        outcome = "approve" if n % 2 else "reject"
+        answer = await sync_to_async(bob.post)(
+            f"/api/v1/escalations/{escalation['id']}/responses", {"outcome": outcome}, format="json"
+        )
+        assert answer.status_code == 201, answer.content
+    results = await asyncio.gather(*waiters)
+    assert [(r["body"]["id"], r["body"]["status"]) for r in results] == [
+        (escalation["id"], "approved" if n % 2 else "rejected")
+        for n, escalation in enumerate(created)
+    ]
+    assert all("ratelimit" in result["headers"] for result in results)
+    # Another organization's escalation is never read back into this key's answer.
+    assert (await stranger)["status"] == 404
+
+
+async def test_a_timeout_shorter_than_the_first_read_still_returns_the_escalation(acme):
+    # The first read of a waiter that is going to park skips the body; when it takes longer
+    # than the whole timeout (1 ms here; a loaded server with 0.3 s), the answer must still be
+    # the escalation, never an empty object.
+    created = await sync_to_async(create_escalation)(acme)
+    for _ in range(5):
+        result = await wait(acme.agent_key, created["id"], "?timeout=0.001", timeout=5)
+        assert result["status"] == 200
+        assert result["body"]["id"] == created["id"]
+        assert result["body"]["status"] == "pending"

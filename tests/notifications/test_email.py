@@ -237,3 +237,32 @@ def test_a_resent_email_keeps_its_message_id_and_test_sends_each_get_their_own(
 
     point = delivery.contact_point
     assert EmailTransport().send_test(point) != EmailTransport().send_test(point)
+
+
+def test_a_reject_link_asks_for_the_reason_where_the_organization_requires_one(
+    acme: Any, smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    acme.organization.reject_reason_required = True
+    acme.organization.save()
+    escalation = new_escalation(django_capture_on_commit_callbacks, acme)
+    reject = _links(smtp, "alice@acme.test")["reject"]
+    assert b"(required)" in Client().get(reject).content
+
+    refused = Client().post(reject, {"comment": "  "})
+    assert refused.status_code == 400
+    assert b"asks for a reason" in refused.content
+    assert Escalation.objects.get(public_id=escalation["id"]).status == "pending"
+
+    Client().post(reject, {"comment": "Needs a manager."})  # the link was not used up
+    decided = Escalation.objects.get(public_id=escalation["id"])
+    assert (decided.status, decided.decision_comment) == ("rejected", "Needs a manager.")
+
+
+def test_a_reject_link_needs_no_reason_by_default(
+    acme: Any, smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    escalation = new_escalation(django_capture_on_commit_callbacks, acme)
+    reject = _links(smtp, "alice@acme.test")["reject"]
+    assert b"(optional)" in Client().get(reject).content
+    assert Client().post(reject).status_code == 200
+    assert Escalation.objects.get(public_id=escalation["id"]).status == "rejected"

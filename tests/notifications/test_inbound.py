@@ -572,3 +572,97 @@ def test_unconfigured_providers_have_no_inbound_endpoint(settings: Any, db: Any)
         assert Client().post(path, {}).status_code == 404
     assert Client().post("/hooks/slack/interactivity", {}).status_code == 404
     assert not ContactPoint.objects.exists()
+
+
+# --- One rule for a rejection's reason, on every channel ----------------------------------------
+
+
+def _require_reason(acme: Any) -> None:
+    acme.organization.reject_reason_required = True
+    acme.organization.save()
+
+
+def test_no_without_a_reason_by_sms_rejects_by_default(
+    acme: Any, twilio: FakeTwilio, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    code = _texted(acme, "bob", BOB_PHONE, escalation)
+    _sms(settings, BOB_PHONE, f"NO {code}")
+    assert _status(escalation).status == "rejected"
+
+
+def test_no_without_a_reason_by_sms_is_asked_for_one_where_required(
+    acme: Any, twilio: FakeTwilio, settings: Any
+) -> None:
+    _require_reason(acme)
+    escalation = create_escalation(acme)
+    code = _texted(acme, "bob", BOB_PHONE, escalation)
+
+    reply = _twiml_message(_sms(settings, BOB_PHONE, f"NO {code}"))
+    assert reply == f"Acme asks for a reason to reject: reply NO {code} and your reason"
+    assert _status(escalation).status == "pending"
+
+    _sms(settings, BOB_PHONE, f"NO {code} too risky")
+    row = _status(escalation)
+    assert (row.status, row.decision_comment) == ("rejected", "too risky")
+
+
+def test_the_telegram_reject_button_points_to_the_console_where_a_reason_is_required(
+    acme: Any, telegram: FakeTelegram, settings: Any
+) -> None:
+    _require_reason(acme)
+    escalation = create_escalation(acme)
+    message = _telegram_sent(acme, telegram, escalation)
+
+    reply = _telegram_post(settings, _button(message, 1, BOB_CHAT)).json()
+
+    assert reply["text"].startswith("Acme asks for a reason to reject: reject in the console")
+    assert f"/escalations/{escalation['id']}/" in reply["text"]
+    assert _status(escalation).status == "pending"
+
+
+def test_the_telegram_reject_button_rejects_by_default(
+    acme: Any, telegram: FakeTelegram, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    message = _telegram_sent(acme, telegram, escalation)
+    _telegram_post(settings, _button(message, 1, BOB_CHAT))
+    assert _status(escalation).status == "rejected"
+
+
+def test_the_slack_reject_button_points_to_the_console_where_a_reason_is_required(
+    acme: Any, slack: FakeSlack, settings: Any
+) -> None:
+    _require_reason(acme)
+    escalation = create_escalation(acme)
+    delivery, message = _slack_sent(acme, slack, "bob", BOB_SLACK, escalation)
+    channel = delivery.provider_id.split(":")[0]
+
+    _slack_post(settings, _block_action(message, 1, BOB_SLACK, channel))
+
+    (reply,) = slack.ephemeral
+    assert reply["text"].startswith("Acme asks for a reason to reject: reject in the console")
+    assert _status(escalation).status == "pending"
+
+
+def test_the_push_reject_action_points_to_the_console_where_a_reason_is_required(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    _require_reason(acme)
+    escalation = create_escalation(acme)
+    payload = _pushed(acme, push, settings, escalation)
+
+    response = _push_answer(payload, "reject")
+
+    assert response.json()["accepted"] is False
+    assert "asks for a reason to reject" in response.json()["detail"]
+    assert _status(escalation).status == "pending"
+
+
+def test_the_push_reject_action_rejects_by_default(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    payload = _pushed(acme, push, settings, escalation)
+    assert _push_answer(payload, "reject").json()["accepted"] is True
+    assert _status(escalation).status == "rejected"

@@ -69,3 +69,24 @@ def test_the_llm_variant_explains_itself_without_keys(live):
     output, _ = agent.communicate(timeout=30)
     assert agent.returncode == 2
     assert "OPENAI_API_KEY" in output
+
+
+def _credentials_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_credentials", EXAMPLES / "_credentials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_examples_follow_make_run_to_another_port(tmp_path, monkeypatch):
+    credentials = _credentials_module()
+    demo = tmp_path / ".demo-credentials.json"
+    demo.write_text('{"agent_key": "ahk_test_x", "base_url": "http://127.0.0.1:8123"}')
+    monkeypatch.setattr(credentials, "DEMO_CREDENTIALS", demo)
+    monkeypatch.delenv("AWAITHUMAN_API_KEY", raising=False)
+    monkeypatch.delenv("AWAITHUMAN_BASE_URL", raising=False)
+    assert credentials.agent_credentials() == ("ahk_test_x", "http://127.0.0.1:8123")
+    monkeypatch.setenv("AWAITHUMAN_BASE_URL", "https://approvals.example.com")
+    assert credentials.agent_credentials()[1] == "https://approvals.example.com"

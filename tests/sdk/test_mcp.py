@@ -144,3 +144,25 @@ async def test_ask_human_and_a_rejection_over_mcp(live, operator, run_id):
         assert rejected["approved"] is False
         assert "Do not proceed" in rejected["message"]
         assert "Not today." in rejected["message"]
+
+
+async def test_a_refused_call_returns_the_reason_as_the_tools_error_result(live, run_id):
+    """Not "Error executing tool …" with the reason on stderr: the model reads why."""
+    bad_key = "ahk_live_AAAAAAAAAAAA_" + "A" * 38
+    for env, arguments, expected in [
+        (
+            live.env(),
+            {"action_name": "issue_refund", "timeout_seconds": -5, "external_id": run_id},
+            "AwaitHuman refused the request",
+        ),
+        (live.env(AWAITHUMAN_API_KEY=bad_key), {"action_name": "issue_refund"}, "AwaitHuman: 401"),
+    ]:
+        params = StdioServerParameters(command=SERVER, env=env)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            call = await session.call_tool(
+                "request_approval", arguments, read_timeout_seconds=MCP_LIMIT
+            )
+        assert call.is_error
+        text = call.content[0].text
+        assert expected in text, text

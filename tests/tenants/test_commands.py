@@ -175,6 +175,20 @@ def test_seed_demo_creates_a_working_demo(db, tmp_path):
     assert answer.status_code == 201
 
 
+def test_seed_demo_owner_manages_the_demo_but_is_no_platform_superuser(db, tmp_path):
+    demo = seed(tmp_path)
+    owner = Membership.objects.select_related("user").get(user__email=demo["owner_email"])
+    assert owner.role == Membership.Role.OWNER
+    assert not owner.user.is_superuser
+    assert not owner.user.is_staff
+
+
+def test_seed_demo_keeps_the_base_url_for_the_sdk_examples(db, tmp_path):
+    with override_settings(AWAITHUMAN_BASE_URL="http://127.0.0.1:8123"):
+        demo = seed(tmp_path)
+    assert demo["base_url"] == "http://127.0.0.1:8123"
+
+
 def test_seed_demo_twice_is_idempotent(db, tmp_path):
     first = seed(tmp_path)
     before = counts()

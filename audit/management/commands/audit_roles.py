@@ -7,10 +7,11 @@ table is its owner. After this command, on PostgreSQL:
 
 * ``--owner`` owns every table, sequence and function of the schema: run ``migrate`` as it.
 * ``--app`` may read and write the application's tables but, on ``audit_auditevent``, only
-  SELECT and INSERT: no UPDATE, DELETE or TRUNCATE, no trigger to drop or disable (that needs
-  ownership), no ``session_replication_role`` (superuser only). On ``audit_chainhead`` (the one
-  mutable audit row per organization) SELECT, INSERT and UPDATE, never DELETE or TRUNCATE.
-  It cannot create objects in the schema.
+  SELECT, INSERT and the sealing UPDATE of ``seq``, ``prev_hash`` and ``hash`` (which the
+  triggers allow once, from empty to set): no other UPDATE, no DELETE or TRUNCATE, no trigger to
+  drop or disable (that needs ownership), no ``session_replication_role`` (superuser only). On
+  ``audit_chainhead`` (the one mutable audit row per organization) SELECT, INSERT and UPDATE,
+  never DELETE or TRUNCATE. It cannot create objects in the schema.
 
 Run it as a superuser (or a role that may create roles and owns the tables today), after every
 ``migrate``: it is idempotent, and re-running it grants the application role the new tables.
@@ -41,7 +42,7 @@ def _identifier(name: str) -> sql.Identifier:
 
 
 class Command(BaseCommand):
-    help = "Make an owner role for migrations and an app role that can only append audit events."
+    help = "An owner role for migrations; an app role that can only append and seal audit events."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--owner", required=True, help="role that owns the schema's objects")
@@ -79,6 +80,9 @@ class Command(BaseCommand):
             "REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {app}",
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {app}",
             "REVOKE UPDATE, DELETE ON {events} FROM {app}",
+            # Sealing (audit.services.audit_seal) sets these three once; the triggers refuse
+            # any other change, and the column grant keeps every other column out of reach.
+            "GRANT UPDATE (seq, prev_hash, hash) ON {events} TO {app}",
             "REVOKE DELETE ON {heads} FROM {app}",
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}",
             # A table a later migration adds is usable at once; rerunning the command after

@@ -18,19 +18,23 @@ Configuration (environment): ``AWAITHUMAN_API_KEY`` (an agent key, required),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .client import AsyncAwaitHuman
-from .errors import APIError, MissingDependency, ValidationError
+from .errors import APIError, AwaitHumanError, MissingDependency, ValidationError
 from .models import Escalation
 
 try:
     from mcp.server import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
 except ImportError:  # mcp 1.x, or no mcp at all
     try:
         from mcp.server.fastmcp import FastMCP as MCPServer
+        from mcp.server.fastmcp.exceptions import ToolError
     except ImportError as exc:
         raise MissingDependency(
             "awaithuman-mcp needs the 'mcp' package: pip install 'awaithuman-sdk[mcp]'"
@@ -122,7 +126,7 @@ class _Tools:
             return await self.client.create(**body)
         except ValidationError as exc:
             fields = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.errors.items())
-            raise ValueError(f"AwaitHuman refused the request: {exc.detail} {fields}") from exc
+            raise ToolError(f"AwaitHuman refused the request: {exc.detail} {fields}") from exc
 
     async def request_approval(
         self,
@@ -170,8 +174,21 @@ class _Tools:
         try:
             escalation = await self.client.get(escalation_id)
         except APIError as exc:
-            raise ValueError(f"Cannot read {escalation_id}: {exc.detail}") from exc
+            raise ToolError(f"Cannot read {escalation_id}: {exc.detail}") from exc
         return await self._settle(escalation, started)
+
+
+@contextlib.asynccontextmanager
+async def _as_tool_error() -> AsyncIterator[None]:
+    """Any SDK error (a bad key, a refused request, the server unreachable) becomes the tool's
+    error result with its message, for the model to read; the MCP SDK would otherwise treat it
+    as a crash and show only "Error executing tool …"."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except AwaitHumanError as exc:
+        raise ToolError(f"AwaitHuman: {exc}") from exc
 
 
 def build_server(
@@ -198,9 +215,10 @@ def build_server(
         escalation_id to pass to check_escalation. Proceed only when approved, with the
         arguments returned (the human may have edited them).
         """
-        return await tools.request_approval(
-            action_name, arguments, title, reasoning, timeout_seconds, external_id
-        )
+        async with _as_tool_error():
+            return await tools.request_approval(
+                action_name, arguments, title, reasoning, timeout_seconds, external_id
+            )
 
     @server.tool()
     async def ask_human(
@@ -211,13 +229,15 @@ def build_server(
     ) -> dict[str, Any]:
         """Ask a human a question and wait for the answer (or "pending" with an escalation_id
         to pass to check_escalation)."""
-        return await tools.ask_human(question, reasoning, timeout_seconds, external_id)
+        async with _as_tool_error():
+            return await tools.ask_human(question, reasoning, timeout_seconds, external_id)
 
     @server.tool()
     async def check_escalation(escalation_id: str) -> dict[str, Any]:
         """Keep waiting for the decision on an earlier request_approval or ask_human; returns
         the decision, or "pending" again (then call this again)."""
-        return await tools.check_escalation(escalation_id)
+        async with _as_tool_error():
+            return await tools.check_escalation(escalation_id)
 
     return server
 

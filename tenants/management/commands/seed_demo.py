@@ -53,8 +53,9 @@ AwaitHuman is running at {base}
       operator:          {OPERATOR_EMAIL}
       owner:             {OWNER_EMAIL}
       password (both):   {demo["password"]}
-  Django admin:          {base}/admin/  (the owner, after setting up two-factor at
-                         {base}/account/2fa/setup/)
+  Django admin:          {base}/admin/  (the owner, scoped to the demo organization, after
+                         setting up two-factor at {base}/account/2fa/setup/; every
+                         organization: a superuser from `manage.py createsuperuser`)
   API docs:              {base}/api/docs/
 
   Demo agent key ({AGENT_NAME}):   {demo["agent_key"]}
@@ -79,8 +80,10 @@ curl -s {base}/api/v1/escalations \\
             organization = Organization.objects.filter(slug=DEMO_SLUG).first()
             password = saved.get("password") or secrets.token_urlsafe(12)
             owner = user_get_or_create(email=OWNER_EMAIL, password=password)
-            if not owner.is_staff:
-                owner.is_staff = owner.is_superuser = True
+            if owner.is_staff or owner.is_superuser:
+                # Earlier demos made the owner a platform superuser, which hid the scoped admin
+                # an organization's owner gets; the demo shows that one.
+                owner.is_staff = owner.is_superuser = False
                 owner.save(update_fields=["is_staff", "is_superuser"])
             if organization is None:
                 organization = organization_create(
@@ -106,6 +109,7 @@ curl -s {base}/api/v1/escalations \\
             agent_key = self._key(saved.get("agent_key"), organization, agent=agent)
             operator_key = self._key(saved.get("operator_key"), organization, membership=operator)
         demo = {
+            "base_url": settings.AWAITHUMAN_BASE_URL,
             "organization": organization.slug,
             "owner_email": OWNER_EMAIL,
             "operator_email": OPERATOR_EMAIL,

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0004_billing'),
+        ('tenants', '0005_reject_reason_required'),
     ]
 
     operations = [
