@@ -1,7 +1,8 @@
 """The ASGI application: API, admin and console through Django; the long-poll ahead of it.
 
-``/ws/queue/`` is the operators' live queue: session-authenticated and origin-checked (a page on
-another site cannot open a socket with an operator's cookies).
+``/ws/queue/`` is the operators' live queue: session-authenticated and origin-checked, exactly
+(scheme, host and port: a page on another site, or on another port of this host, cannot open a
+socket with an operator's cookies).
 ``/api/v1/escalations/{id}/wait`` is routed to an async consumer *before* Django's handler, which
 would otherwise pin an OS thread per parked request. In the embedded default the same process also
 ticks the escalation timers.
@@ -18,10 +19,10 @@ django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from awaithuman.origins import ExactOriginValidator  # noqa: E402
 from escalations.consumers import QueueConsumer, wait_endpoint  # noqa: E402
 from escalations.timers import start_in_process_ticker  # noqa: E402
 
@@ -33,7 +34,7 @@ application = ProtocolTypeRouter(
                 re_path(r"", django_application),
             ]
         ),
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": ExactOriginValidator(
             AuthMiddlewareStack(URLRouter([re_path(r"^ws/queue/$", QueueConsumer.as_asgi())]))
         ),
     }

@@ -4,15 +4,21 @@ One renderer for DRF exceptions (``exception_handler``), for the ASGI wait consu
 (``problem_body``) and for Django-level 404/500 under ``/api/`` (``problem_response``), so an
 agent always gets the same shape: ``type``, ``title``, ``status``, ``detail`` and, where input was
 bad, ``errors`` mapping each field to its messages.
+
+A database that cannot be reached (or a pool with no connection to give within its timeout) is
+not a bug in the request: ``handler500`` answers it with 503 and ``Retry-After``, for the API as
+problem+json, so clients retry (with their idempotency key) instead of giving up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -37,7 +43,10 @@ _TITLES = {
     422: "Unprocessable request",
     429: "Too many requests",
     500: "Internal server error",
+    503: "Service unavailable",
 }
+# Seconds a client should wait before retrying while the database is away.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ApiProblem(exceptions.APIException):
@@ -184,8 +193,24 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None) -> 
     )
 
 
+def _database_unavailable(request: HttpRequest) -> HttpResponse:
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+    detail = "The database is unavailable for a moment; retry after the Retry-After delay."
+    if request.path.startswith("/api/"):
+        return problem_response(
+            status_code=503, type_slug="unavailable", detail=detail, headers=headers
+        )
+    response = HttpResponse(detail, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = headers["Retry-After"]
+    return response
+
+
 def server_error_view(request: HttpRequest) -> HttpResponse:
-    """``handler500``: problem+json under ``/api/``, Django's page elsewhere."""
+    """``handler500``: problem+json under ``/api/``, Django's page elsewhere; 503 with
+    Retry-After when the error is the database being unreachable (Django calls this inside
+    its ``except`` block, so the exception at hand is the one being handled)."""
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        return _database_unavailable(request)
     if not request.path.startswith("/api/"):
         return defaults.server_error(request)
     return problem_response(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import envbool, envint, envlist, envstr
@@ -81,6 +82,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "awaithuman.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -123,11 +125,18 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's own psycopg 3 pool: cheap checkouts for short requests; the long-poll holds no
     # connection at all while it waits, so the pool is sized for requests, not for waiters.
+    # A database that is down or unreachable fails fast: the connect gives up after
+    # DATABASE_CONNECT_TIMEOUT seconds and a request waits at most DATABASE_POOL_TIMEOUT for a
+    # connection, then gets 503 with Retry-After (awaithuman.problems) instead of hanging.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": envint("DATABASE_POOL_MIN", 2, minimum=0),
         "max_size": envint("DATABASE_POOL_MAX", 20, minimum=1),
-        "timeout": 10,
+        "timeout": envint("DATABASE_POOL_TIMEOUT", 3, minimum=1),
     }
+    # libpq's minimum is 2 seconds.
+    DATABASES["default"]["OPTIONS"]["connect_timeout"] = envint(
+        "DATABASE_CONNECT_TIMEOUT", 2, minimum=2
+    )
     DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", "test_awaithuman")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
@@ -168,6 +177,21 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Django's cache holds allauth's sign-in limits (failed logins per address and per IP, sign-ups,
+# password resets): in production every process must count in the same place, or six failures
+# lock one process while the next one still takes the password.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "awaithuman",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -176,6 +200,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker never gives up on the broker: Celery's default of 100 reconnection attempts (about 50
+# minutes with its backoff) ends the worker in a long Redis outage, and everything queued waits
+# for a manual restart. tests/notifications/test_worker_outage.py takes Redis away under load.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Priorities on the Redis broker (0 first): beat's ticks (timers, sweeps) keep the default 0,
 # the bulk of sends runs at 6, so a burst of thousands of notifications never holds up an
 # escalation's timeout or level change behind it.
@@ -183,6 +211,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # A Redis host that vanishes without closing its connections (a dropped network path) is
+    # noticed by the timeouts and the periodic health check, not after the kernel's TCP timeout.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
 }
 CELERY_TASK_ROUTES = {
     name: {"priority": 6}
@@ -256,6 +290,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Per-key rate limit (requests per window); a key may carry its own limit.
 RATE_LIMIT_DEFAULT = envint("RATE_LIMIT_DEFAULT", 600, minimum=1)
 RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+
+# The live queue's sockets close at once on sign-out; this re-check catches sessions that end
+# without one (deleted, expired, a password changed elsewhere).
+QUEUE_SESSION_RECHECK_SECONDS = envint("QUEUE_SESSION_RECHECK_SECONDS", 15, minimum=1)
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 WAIT_MAX_SECONDS = 60
@@ -375,6 +413,7 @@ LOGIN_REDIRECT_URL = "/"
 # (tenants.forms.SignupForm). Verification is "optional" by default so a self-hosted install works
 # before SMTP is set up (the mail is still sent and the console prints it); set "mandatory" in
 # production once mail goes out. An invitation link counts as proof of the address.
+ACCOUNT_ADAPTER = "tenants.account_adapter.AccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_SIGNUP_FORM_CLASS = "tenants.forms.SignupForm"
@@ -386,7 +425,7 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[AwaitHuman] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if AWAITHUMAN_BASE_URL.startswith("https://") else "http"
 # allauth's rate limits (login failures per IP and per account, sign-ups, password resets, …) are
-# on with its defaults; they count in Django's cache.
+# on with its defaults; they count in Django's cache (CACHES above: Redis in production).
 
 # Two-factor (django-otp): TOTP with recovery codes. A failed code locks the device for
 # 2^(n-1) seconds after the n-th failure in a row (django-otp's throttling; keep the factor > 0).
@@ -442,6 +481,26 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): the console, admin, sign-in and API docs load scripts and
+# styles from this origin only; no inline script, event handler or style attribute anywhere
+# (behaviours are data- attributes read by static/console/forms.js). connect-src 'self' covers
+# the queue's websocket on the same origin.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "manifest-src": [SELF],
+        "worker-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from tenants.middleware import session_second_factor_pending
 from tenants.models import Membership, Organization, Scope
 from tenants.ratelimit import rate_limit_hit
 from tenants.services import KeyRejected, api_key_authenticate
+from tenants.sessions import session_group, session_user_id
 
 from . import live
 from .models import Escalation
@@ -375,16 +377,25 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
 
     Joins the group ``org.<public id>``, answers ``{"type": "sync"}`` with a snapshot, and
     forwards the delta frames ``escalations.live`` broadcasts, already encoded.
+
+    The socket lives no longer than its session: it also joins the session's group, which a
+    sign-out tells to close, and re-reads the session every ``QUEUE_SESSION_RECHECK_SECONDS``
+    for the ends that send nothing (a session deleted or expired, a password changed).
     """
 
     membership_id: int
     membership_public_id: str
     organization_id: int
     group: str
+    session_group: str
+    session_key: str
+    user_id: int
+    recheck: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        session_key = self.scope["session"].session_key
+        if user is None or not user.is_authenticated or not session_key:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         membership = await database_sync_to_async(queue_membership)(user, self.scope["session"])
@@ -395,14 +406,37 @@ class QueueConsumer(AsyncJsonWebsocketConsumer):
         self.membership_id = membership.pk
         self.membership_public_id = membership.public_id
         self.organization_id = membership.organization_id
+        self.user_id = user.pk
+        self.session_key = session_key
         self.group = live.organization_group(membership.organization.public_id)
+        self.session_group = session_group(session_key)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.session_group, self.channel_name)
         await self.accept()
+        self.recheck = asyncio.get_running_loop().create_task(self._recheck_session())
 
     async def disconnect(self, code: int) -> None:
-        group = getattr(self, "group", None)
-        if group is not None:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        if self.recheck is not None and self.recheck is not asyncio.current_task():
+            self.recheck.cancel()
+        for group in (getattr(self, "group", None), getattr(self, "session_group", None)):
+            if group is not None:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_ended(self, message: dict[str, Any]) -> None:
+        await self._close_session_ended()
+
+    async def _recheck_session(self) -> None:
+        interval = settings.QUEUE_SESSION_RECHECK_SECONDS
+        while True:
+            # Jitter, so the sockets opened by one deploy's reconnect wave do not all read at once.
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            if await database_sync_to_async(session_user_id)(self.session_key) != self.user_id:
+                await self._close_session_ended()
+                return
+
+    async def _close_session_ended(self) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "sync":

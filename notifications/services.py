@@ -34,7 +34,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from audit.services import audit_batch, audit_record
+from audit.services import audit_record
 from awaithuman.celery import enqueue
 from escalations.models import Escalation
 from tenants.ids import new_public_id
@@ -369,12 +369,13 @@ def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater 
     """Send the deliveries that are this caller's to send; each one's outcome by id (None when
     another worker has it or it is not due).
 
-    The deliveries of one fan-out event travel in one task (``tasks.deliver_many``): one claim,
-    one load, the provider calls, then every successful send recorded in one transaction with
-    its audit events — a third of the database work of sending them one by one. A worker that
-    dies after a provider call and before that transaction leaves the row ``sending`` until its
-    lease ends, like one that dies mid-call: the sweep sends it again (at least once; at most
-    once per lease).
+    The deliveries of one fan-out event travel in one task (``tasks.deliver_many``): one claim
+    and one load for all of them, then each provider call followed at once by its own short
+    transaction that records the send with its audit event. A worker killed mid-batch has
+    recorded every send that went out before the one in flight; only that one (its row still
+    ``sending`` when its lease ends) is sent again by the sweep, with the same message identity
+    (the e-mail's Message-ID, the callback's ``webhook-id``) so a receiver can drop the repeat.
+    At least once; at most one repeat per killed worker.
     """
     outcomes: dict[int, Delivery | RetryLater | None] = dict.fromkeys(delivery_ids)
     lease_end = _claim(delivery_ids, now=timezone.now())
@@ -386,7 +387,6 @@ def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater 
         "contact_point__membership",
         "membership__user",
     ).filter(pk__in=delivery_ids, status=Delivery.Status.SENDING, claimed_until=lease_end)
-    sent: list[tuple[Delivery, str]] = []
     for delivery in claimed.order_by("pk"):
         escalation = delivery.escalation
         if escalation.status != Escalation.Status.PENDING or (delivery.level, delivery.round) != (
@@ -402,7 +402,7 @@ def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater 
                 raise TransportError(f"no transport for {delivery.channel}", permanent=True)
             if point is None or not point.is_usable:
                 raise TransportError("the contact point was removed or is failing", permanent=True)
-            sent.append((delivery, transport().send(delivery) or ""))
+            provider_id = transport().send(delivery) or ""
         except TransportError as exc:
             outcomes[delivery.pk] = _delivery_failed(delivery, exc)
         except Exception as exc:  # a bug or an unmapped library error: retry, do not lose it
@@ -410,8 +410,8 @@ def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater 
             outcomes[delivery.pk] = _delivery_failed(
                 delivery, TransportError(f"{type(exc).__name__}: {exc}"[:300])
             )
-    if sent:
-        outcomes.update(_deliveries_sent(sent))
+        else:
+            outcomes[delivery.pk] = _delivery_sent(delivery, provider_id)
     return outcomes
 
 
@@ -441,27 +441,26 @@ def _delivery_audit(delivery: Delivery, action: str, **data: Any) -> None:
     )
 
 
-def _deliveries_sent(sent: list[tuple[Delivery, str]]) -> dict[int, Delivery]:
-    """Record sends (each with the provider's message id) in one transaction: their audit
-    events go to the chain together (``audit_batch``)."""
+def _delivery_sent(delivery: Delivery, provider_id: str) -> Delivery:
+    """Record one send (with the provider's message id) and its audit event, right after the
+    provider accepted it."""
     now = timezone.now()
-    with transaction.atomic(), audit_batch():
-        for delivery, provider_id in sent:
-            updated = _mine(delivery).update(
-                status=Delivery.Status.SENT,
-                provider_id=provider_id[:200],
-                sent_at=now,
-                claimed_until=None,
-                last_error="",
+    with transaction.atomic():
+        updated = _mine(delivery).update(
+            status=Delivery.Status.SENT,
+            provider_id=provider_id[:200],
+            sent_at=now,
+            claimed_until=None,
+            last_error="",
+        )
+        if updated:
+            delivery.status, delivery.provider_id, delivery.sent_at = (
+                Delivery.Status.SENT,
+                provider_id,
+                now,
             )
-            if updated:
-                delivery.status, delivery.provider_id, delivery.sent_at = (
-                    Delivery.Status.SENT,
-                    provider_id,
-                    now,
-                )
-                _delivery_audit(delivery, "delivery.sent", provider_id=provider_id[:200])
-    return {delivery.pk: delivery for delivery, _ in sent}
+            _delivery_audit(delivery, "delivery.sent", provider_id=provider_id[:200])
+    return delivery
 
 
 def _delivery_skipped(delivery: Delivery) -> Delivery:

@@ -5,17 +5,27 @@ Org admins are not ``is_staff``: the site lets in anyone who manages an organiza
 tenant-facing ModelAdmin mixes in ``OrganizationScopedAdmin``, which filters querysets, choices
 and permissions by the organizations the person manages. Everything else (organizations, users,
 escalations, the audit trail) stays superuser-only through Django's model permissions.
+
+The admin has no sign-in form of its own: ``/admin/login/`` sends people to the console's
+sign-in (django-allauth, with its failed-login throttle and lockout, then the second factor), so
+there is one way in with one set of limits, and nothing to brute-force beside it.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import resolve_url
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from .models import Membership, Organization
 
@@ -35,18 +45,9 @@ def managed_organizations(request: HttpRequest) -> QuerySet[Organization]:
     return cached
 
 
-class OrgAdminAuthenticationForm(AdminAuthenticationForm):
-    def confirm_login_allowed(self, user: Any) -> None:
-        manages = Membership.objects.filter(user=user, role__in=Membership.MANAGING_ROLES)
-        if user.is_active and not user.is_staff and manages.exists():
-            return
-        super().confirm_login_allowed(user)
-
-
 class AwaitHumanAdminSite(admin.AdminSite):
     site_header = "AwaitHuman administration"
     site_title = "AwaitHuman admin"
-    login_form = OrgAdminAuthenticationForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         """Platform staff or an organization's owner/admin, and always past a second factor
@@ -56,6 +57,23 @@ class AwaitHumanAdminSite(admin.AdminSite):
             return False
         allowed = user.is_staff or managed_organizations(request).exists()
         return allowed and user.is_verified()
+
+    def login(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        """Never checks a password here: a visitor goes to the console's sign-in and comes back
+        to ``next``; a signed-in person the admin refuses gets 403 (``TwoFactorMiddleware`` has
+        already sent anyone who owes a second factor to that step)."""
+        next_url = request.GET.get(REDIRECT_FIELD_NAME, "")
+        if not url_has_allowed_host_and_scheme(
+            next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            next_url = ""
+        next_url = next_url or reverse("admin:index", current_app=self.name)
+        if not request.user.is_authenticated:
+            login_url = resolve_url(settings.LOGIN_URL)
+            return HttpResponseRedirect(f"{login_url}?{urlencode({REDIRECT_FIELD_NAME: next_url})}")
+        if not self.has_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(next_url)
 
 
 class OrganizationListFilter(admin.RelatedFieldListFilter):

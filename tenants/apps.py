@@ -9,10 +9,12 @@ class TenantsConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import post_delete, post_save
 
         from . import keycache
         from .models import Agent, ApiKey, Membership, Organization
+        from .sessions import on_user_logged_out
 
         # Cache invalidation, not domain flow: any save or delete of what an API key's
         # authentication reads (from a service, Django admin or a shell) empties the key cache
@@ -24,3 +26,5 @@ class TenantsConfig(AppConfig):
                     sender=model,
                     dispatch_uid=f"keycache-{model._meta.label}-{signal is post_save}",
                 )
+        # Signing out closes the session's live-queue websockets in every process.
+        user_logged_out.connect(on_user_logged_out, dispatch_uid="tenants.session_sockets")

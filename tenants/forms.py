@@ -113,6 +113,17 @@ class AgentApiKeyForm(ApiKeyForm):
     )
 
 
+class KeyRollForm(forms.Form):
+    GRACE_CHOICES = [(0, "at once"), (1, "in 1 hour"), (24, "in 24 hours"), (168, "in 7 days")]
+
+    grace_hours = forms.TypedChoiceField(
+        label="The old key stops working",
+        choices=GRACE_CHOICES,
+        coerce=int,
+        initial=24,
+    )
+
+
 class OrganizationSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization

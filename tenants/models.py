@@ -119,6 +119,8 @@ class Agent(models.Model):
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set while the agent is disabled: every one of its keys is refused, whatever its own state.
+    disabled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -133,6 +135,10 @@ class Agent(models.Model):
         if not self.public_id:
             self.public_id = new_public_id("agt")
         super().save(*args, **kwargs)
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
 
     def as_actor(self) -> dict[str, str]:
         return {"type": "agent", "id": self.public_id, "name": self.name}

@@ -1,28 +1,37 @@
 """Per-key rate limits, shared by every process through Redis (in-process without Redis).
 
-A fixed window per key: ``INCR`` + ``EXPIRE`` in one round trip. Limits are per key, never per
-organization, so 200 agents with 200 keys never throttle one another. Only authenticated requests
-are counted: a request with a bad or unknown key never spends a real key's budget.
+A moving window (the ``limits`` package's ``MovingWindowRateLimiter``): a key may make ``limit``
+requests in *any* ``window`` seconds, not per calendar window, so no burst of twice the limit
+fits around a window boundary. In Redis each key is one list of its recent request times, trimmed
+to the limit, updated by one Lua script per request. A refused request is not recorded, so a
+client hammering a full window does not push its own reset further away.
 
-When Redis cannot be reached, each process counts on its own (the embedded default's counter)
-for a few seconds before trying Redis again: an outage loosens limits to per-process ones rather
-than turning every API call into a 500 — agents keep escalating while Redis restarts.
+Limits are per key, never per organization, so 200 agents with 200 keys never throttle one
+another. Only authenticated requests are counted: a request with a bad or unknown key never
+spends a real key's budget.
+
+When Redis cannot be reached, each process counts on its own (the embedded default's in-memory
+window) for a few seconds before trying Redis again: an outage loosens limits to per-process ones
+rather than turning every API call into a 500 — agents keep escalating while Redis restarts.
 
 Headers follow draft-ietf-httpapi-ratelimit-headers (-08 and later):
-``RateLimit-Policy: "key";q=600;w=60`` and ``RateLimit: "key";r=599;t=42``.
+``RateLimit-Policy: "key";q=600;w=60`` and ``RateLimit: "key";r=599;t=42``, where ``t`` is the
+time until the oldest request in the window leaves it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from functools import cache
 
 import redis
 from django.conf import settings
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage, RedisStorage
+from limits.strategies import MovingWindowRateLimiter
 
 POLICY_NAME = "key"
 # After a Redis error, count in-process for this long before trying Redis again.
@@ -49,63 +58,46 @@ class RateLimitState:
         return headers
 
 
-class _MemoryCounter:
-    """The embedded default's counter: one process, so a dict under a lock is the whole truth."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, int], int] = {}
-
-    def incr(self, key_id: str, window_index: int) -> int:
-        with self._lock:
-            if len(self._counts) > 100_000:
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window_index}
-            count = self._counts.get((key_id, window_index), 0) + 1
-            self._counts[(key_id, window_index)] = count
-            return count
-
-
-_memory = _MemoryCounter()
+_memory = MovingWindowRateLimiter(MemoryStorage())
 _redis_down_until = 0.0
 
 
 @cache
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+def _redis(url: str) -> MovingWindowRateLimiter:
+    storage = RedisStorage(
+        url, key_prefix="awaithuman:rl", socket_timeout=2, socket_connect_timeout=2
+    )
+    return MovingWindowRateLimiter(storage)
 
 
-def _incr_redis(key_id: str, window_index: int, window: int) -> int:
-    name = f"awaithuman:rl:{key_id}:{window_index}"
-    pipe = _redis(settings.REDIS_URL).pipeline(transaction=True)
-    pipe.incr(name)
-    pipe.expire(name, window + 1)
-    count, _ = pipe.execute()
-    return int(count)
-
-
-def _count(key_id: str, window_index: int, window: int) -> int:
+def _hit(item: RateLimitItemPerSecond, key_id: str) -> tuple[bool, float, int]:
+    """(allowed, reset time, remaining) from Redis, or in-process while Redis is away."""
     global _redis_down_until
+    limiter = _memory
     if settings.REDIS_URL and time.monotonic() >= _redis_down_until:
+        limiter = _redis(settings.REDIS_URL)
         try:
-            return _incr_redis(key_id, window_index, window)
+            allowed = limiter.hit(item, key_id)
+            reset_time, remaining = limiter.get_window_stats(item, key_id)
+            return allowed, reset_time, remaining
         except redis.RedisError as exc:
             _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
             logger.warning("rate limits: Redis unavailable (%s); counting in-process for now", exc)
-    return _memory.incr(key_id, window_index)
+            limiter = _memory
+    allowed = limiter.hit(item, key_id)
+    reset_time, remaining = limiter.get_window_stats(item, key_id)
+    return allowed, reset_time, remaining
 
 
 def rate_limit_hit(key_id: str, limit: int | None = None) -> RateLimitState:
     """Count one request against ``key_id`` and say whether it may proceed."""
     limit = limit or settings.RATE_LIMIT_DEFAULT
     window = settings.RATE_LIMIT_WINDOW_SECONDS
-    now = time.time()
-    window_index = int(now // window)
-    count = _count(key_id, window_index, window)
-    reset = max(1, math.ceil((window_index + 1) * window - now))
+    allowed, reset_time, remaining = _hit(RateLimitItemPerSecond(limit, window), key_id)
     return RateLimitState(
         limit=limit,
-        remaining=max(0, limit - count),
-        reset_seconds=reset,
+        remaining=max(0, remaining),
+        reset_seconds=max(1, math.ceil(reset_time - time.time())),
         window_seconds=window,
-        allowed=count <= limit,
+        allowed=allowed,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +36,8 @@ from .models import (
     Membership,
     Organization,
 )
+
+logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = {"type": "system"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -127,6 +130,41 @@ def agent_create(
 
 
 @transaction.atomic
+def agent_disable(*, agent: Agent, actor: dict) -> Agent:
+    """Refuse every key of this agent from the next request on, in every process (the flag is
+    read with the key). The keys themselves are left as they are, so enabling the agent again
+    restores exactly the keys it had."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.disabled_at is None:
+        agent.disabled_at = timezone.now()
+        agent.save(update_fields=["disabled_at"])
+        audit_record(
+            organization_id=agent.organization_id,
+            action="agent.disabled",
+            actor=actor,
+            target=agent.public_id,
+            data={"name": agent.name},
+        )
+    return agent
+
+
+@transaction.atomic
+def agent_enable(*, agent: Agent, actor: dict) -> Agent:
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.disabled_at is not None:
+        agent.disabled_at = None
+        agent.save(update_fields=["disabled_at"])
+        audit_record(
+            organization_id=agent.organization_id,
+            action="agent.enabled",
+            actor=actor,
+            target=agent.public_id,
+            data={"name": agent.name},
+        )
+    return agent
+
+
+@transaction.atomic
 def api_key_create(
     *,
     organization: Organization,
@@ -196,6 +234,52 @@ def api_key_revoke(*, api_key: ApiKey, actor: dict) -> ApiKey:
     return api_key
 
 
+KEY_ROLL_MAX_GRACE = timedelta(days=30)
+
+
+class KeyRollRefused(Exception):
+    """A key that cannot be rolled; ``str(exc)`` says why, safe to show."""
+
+
+@transaction.atomic
+def api_key_roll(*, api_key: ApiKey, grace: timedelta, actor: dict) -> IssuedKey:
+    """Replace a key without downtime: a new key with the same owner, name, mode, scopes, limit
+    and expiry, while the old one keeps working for ``grace`` (at most ``KEY_ROLL_MAX_GRACE``)
+    and then expires. Both events are audited; the new plaintext is returned once."""
+    if not timedelta(0) <= grace <= KEY_ROLL_MAX_GRACE:
+        raise KeyRollRefused(f"The grace period must be from 0 to {KEY_ROLL_MAX_GRACE.days} days.")
+    old = (
+        ApiKey.objects.select_for_update(of=("self",))
+        .select_related("agent", "membership")
+        .get(pk=api_key.pk)
+    )
+    now = timezone.now()
+    if not old.is_usable(now):
+        raise KeyRollRefused("Only a key that still works can be rolled; create a new one.")
+    issued = api_key_create(
+        organization=old.organization,
+        actor=actor,
+        agent=old.agent,
+        membership=old.membership,
+        scopes=list(old.scopes),
+        name=old.name,
+        mode=old.mode,
+    )
+    issued.api_key.expires_at = old.expires_at
+    issued.api_key.rate_limit = old.rate_limit
+    issued.api_key.save(update_fields=["expires_at", "rate_limit"])
+    old.expires_at = min(old.expires_at or now + grace, now + grace)
+    old.save(update_fields=["expires_at"])
+    audit_record(
+        organization_id=old.organization_id,
+        action="api_key.rolled",
+        actor=actor,
+        target=old.key_id,
+        data={"new_key": issued.api_key.key_id, "old_key_expires_at": old.expires_at.isoformat()},
+    )
+    return issued
+
+
 def api_key_authenticate(plaintext: str) -> ApiKey:
     """The usable key for this plaintext, with its organization and owner loaded.
 
@@ -224,6 +308,8 @@ def api_key_authenticate(plaintext: str) -> ApiKey:
         raise KeyRejected("The API key has been revoked.")
     if not api_key.is_usable(now):
         raise KeyRejected("The API key has expired.")
+    if api_key.agent_id is not None and api_key.agent.is_disabled:
+        raise KeyRejected("The agent this API key belongs to is disabled.")
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
         cutoff = now - LAST_USED_RESOLUTION
         ApiKey.objects.filter(
@@ -551,6 +637,38 @@ def membership_remove(*, membership: Membership, actor: Membership) -> None:
         data={"email": email, "api_keys_deleted": keys_deleted},
     )
     transaction.on_commit(lambda: _announce_membership_removed(organization.public_id, public_id))
+
+
+# --- Sign-in failures -----------------------------------------------------------------------------
+
+
+class SignInStage:
+    FIRST_FACTOR = "password"
+    # Refused unchecked: too many failures for this address or IP (allauth's limit).
+    FIRST_FACTOR_LOCKED = "password_locked"
+    SECOND_FACTOR = "second_factor"
+
+
+@transaction.atomic
+def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str) -> None:
+    """A refused sign-in step, in the trail of every organization the person belongs to: which
+    step, from which IP, and never what was typed. An address that matches nobody has no trail
+    to write to; the log line is all it gets."""
+    found = (
+        list(Membership.objects.select_related("user").filter(user=user))
+        if user is not None
+        else []
+    )
+    if not found:
+        logger.warning("sign-in refused at step %s for an unknown account from %s", stage, ip)
+    for membership in found:
+        audit_record(
+            organization_id=membership.organization_id,
+            action="member.sign_in_failed",
+            actor={"type": "client", "ip": ip},
+            target=membership.public_id,
+            data={"email": membership.user.email, "stage": stage, "ip": ip},
+        )
 
 
 # --- Two-factor authentication --------------------------------------------------------------------

@@ -20,6 +20,13 @@ urlpatterns = [
     path("org/switch/", views.switch, name="organization_switch"),
     path("org/agents/", views.agents, name="agents"),
     path("org/agents/<str:public_id>/", views.agent, name="agent"),
+    path("org/agents/<str:public_id>/disable/", views.agent_disable, name="agent_disable"),
+    path("org/agents/<str:public_id>/enable/", views.agent_enable, name="agent_enable"),
+    path(
+        "org/agents/<str:public_id>/keys/<str:key_id>/roll/",
+        views.agent_key_roll,
+        name="agent_key_roll",
+    ),
     path(
         "org/agents/<str:public_id>/keys/<str:key_id>/revoke/",
         views.agent_key_revoke,

@@ -10,6 +10,7 @@ organization. Writes go through ``tenants.services``.
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +46,7 @@ from .forms import (
     ApiKeyForm,
     CodeForm,
     InvitationForm,
+    KeyRollForm,
     OrganizationDeleteForm,
     OrganizationSettingsForm,
     RoleForm,
@@ -147,14 +149,24 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
                 actor=_actor(request),
             )
             form = AgentApiKeyForm()
-    keys = agent.api_keys.order_by("-created_at")
+    return _agent_page(request, agent, form=form, issued=issued)
+
+
+def _agent_page(
+    request: HttpRequest,
+    agent: Any,
+    *,
+    form: AgentApiKeyForm | None = None,
+    issued: services.IssuedKey | None = None,
+) -> HttpResponse:
     return render(
         request,
         "tenants/agent.html",
         {
             "agent": agent,
-            "keys": keys,
-            "form": form,
+            "keys": agent.api_keys.order_by("-created_at"),
+            "form": form or AgentApiKeyForm(),
+            "roll_form": KeyRollForm(auto_id=False),
             "issued": issued,
             # The address this page was reached at, so the ready curl works on any port.
             "api_base": request.build_absolute_uri("/").rstrip("/"),
@@ -162,6 +174,50 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
             "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
         },
     )
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    services.agent_disable(agent=agent, actor=_actor(request))
+    messages.success(request, f"Agent {agent.name} is disabled: all its keys are refused.")
+    return redirect("agent", public_id=agent.public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    services.agent_enable(agent=agent, actor=_actor(request))
+    messages.success(request, f"Agent {agent.name} is enabled again.")
+    return redirect("agent", public_id=agent.public_id)
+
+
+@role_required(*MANAGERS)
+@require_POST
+def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
+    """A new key replaces this one; the old one keeps working for the chosen grace period."""
+    organization = request.organization  # type: ignore[attr-defined]
+    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    api_key = _key_or_404(agent.api_keys.all(), key_id)
+    form = KeyRollForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose when the old key stops working.")
+        return redirect("agent", public_id=agent.public_id)
+    try:
+        issued = services.api_key_roll(
+            api_key=api_key,
+            grace=timedelta(hours=form.cleaned_data["grace_hours"]),
+            actor=_actor(request),
+        )
+    except services.KeyRollRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("agent", public_id=agent.public_id)
+    messages.success(request, f"Key {api_key} rolled: switch to the new key below.")
+    return _agent_page(request, agent, issued=issued)
 
 
 @role_required(*MANAGERS)
@@ -592,6 +648,14 @@ def _verify_code(user: Any, code: str) -> tuple[Any, str]:
     return None, refusal
 
 
+def _second_factor_failed(request: HttpRequest) -> None:
+    services.sign_in_failure_record(
+        user=request.user,
+        stage=services.SignInStage.SECOND_FACTOR,
+        ip=get_adapter(request).get_client_ip(request),
+    )
+
+
 @require_http_methods(["GET", "POST"])
 def two_factor_verify(request: HttpRequest) -> HttpResponse:
     """The step after the password: a code from the authenticator app, or a recovery code."""
@@ -620,6 +684,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
                         "Generate new ones on the two-factor page if you are running low.",
                     )
                 return HttpResponseRedirect(next_url)
+            _second_factor_failed(request)
             form.add_error("code", refusal)
     return render(request, "tenants/two_factor_verify.html", {"form": form, "next": next_url})
 
@@ -644,6 +709,7 @@ def two_factor_disable(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         device, refusal = _verify_code(request.user, form.cleaned_data["code"])
     if device is None:
+        _second_factor_failed(request)
         messages.error(request, refusal)
         return redirect("two_factor")
     services.two_factor_disable(user=request.user)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -231,8 +232,11 @@ def redis_process(workdir: Path) -> Iterator[RedisProcess]:
 
 
 @contextmanager
-def production_stack(tmp_path: Path, *, redis_url: str | None = None) -> Iterator[Stack]:
-    """Production mode: PostgreSQL (a fresh database) and Redis; timers ticked by Celery beat."""
+def production_stack(
+    tmp_path: Path, *, redis_url: str | None = None, database_port: int | None = None
+) -> Iterator[Stack]:
+    """Production mode: PostgreSQL (a fresh database) and Redis; timers ticked by Celery beat.
+    With ``database_port`` the processes reach PostgreSQL there (a ``tests.proxy`` in front)."""
     import psycopg
 
     database_url, redis_url = need_services()[0], redis_url or need_services()[1]
@@ -240,8 +244,14 @@ def production_stack(tmp_path: Path, *, redis_url: str | None = None) -> Iterato
     admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
+    server_url = database_url.rsplit("/", 1)[0]
+    if database_port is not None:
+        parts = urlsplit(server_url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        host = f"127.0.0.1:{database_port}"
+        server_url = parts._replace(netloc=f"{userinfo}@{host}" if userinfo else host).geturl()
     env = _base_env(
-        DATABASE_URL=database_url.rsplit("/", 1)[0] + f"/{name}",
+        DATABASE_URL=f"{server_url}/{name}",
         REDIS_URL=redis_url,
         TIMERS_IN_PROCESS="0",
     )

@@ -9,9 +9,10 @@ does nothing: the link's confirmation page says what happened instead.
 from __future__ import annotations
 
 import json
+import secrets
 import smtplib
-from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -34,9 +35,11 @@ KIND_LABELS = {
 
 
 def _message_id(reference: str) -> str:
-    # The delivery's public id in the Message-ID: one delivery is one message, so a retried
-    # send carries the same id and a receiving server (or a person) can tell it is a repeat.
-    return make_msgid(idstring=reference, domain="awaithuman")
+    """``<reference@our host>``, the same on every try: one delivery is one message, so a send
+    repeated after a worker died carries the same Message-ID and a receiving server (or a mail
+    client) can drop or thread the repeat. (``make_msgid`` would mint a new one each time.)"""
+    domain = urlsplit(settings.AWAITHUMAN_BASE_URL).hostname or "awaithuman.invalid"
+    return f"<{reference}@{domain}>"
 
 
 def _send(message: EmailMultiAlternatives) -> None:
@@ -112,7 +115,8 @@ class EmailTransport(Transport):
         return message_id
 
     def send_test(self, contact_point: ContactPoint) -> str:
-        message_id = _message_id(f"test.{contact_point.public_id}")
+        # Every test send is a message of its own.
+        message_id = _message_id(f"test.{contact_point.public_id}.{secrets.token_hex(6)}")
         message = EmailMultiAlternatives(
             subject=f"{SUBJECT_PREFIX}Test notification",
             body=render_to_string("notifications/email/test.txt", {"contact_point": contact_point}),

@@ -48,9 +48,18 @@ def subscription_of(contact_point: ContactPoint) -> dict[str, Any]:
 
 
 def push(
-    contact_point: ContactPoint, message: dict[str, Any], *, ttl: int, urgency: str = "normal"
+    contact_point: ContactPoint,
+    message: dict[str, Any],
+    *,
+    ttl: int,
+    urgency: str = "normal",
+    topic: str = "",
 ) -> str:
     """Encrypt and send one push message; returns the push service's message location.
+
+    ``topic`` (RFC 8030 §5.4, at most 32 URL-safe base64 characters) makes the push service
+    replace a message with the same topic that it has not delivered yet: a send repeated after a
+    worker died reaches the browser once.
 
     The endpoint is whatever the browser's subscription says — input from outside — so the
     request goes through the SSRF-guarded client (``notifications.ssrf``), like agent callbacks.
@@ -84,6 +93,8 @@ def push(
         "TTL": str(ttl),
         "Urgency": urgency,
     }
+    if topic:
+        headers["Topic"] = topic
     try:
         with outbound_client(timeout=settings.NOTIFICATION_HTTP_TIMEOUT) as client:
             response = client.post(endpoint, content=body, headers=headers)
@@ -135,6 +146,7 @@ class PushTransport(Transport):
             message,
             ttl=max(60, min(remaining, MAX_TTL)),
             urgency="high" if urgent else "normal",
+            topic=delivery.public_id,
         )
 
     def update_after_decision(self, delivery: Delivery) -> None:

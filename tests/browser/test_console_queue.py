@@ -308,6 +308,7 @@ def test_hostile_agent_text_renders_inertly_and_screenshots(queue_server, operat
     base = queue_server["base"]
     assert sorted(scripts) == [
         f"{base}/static/console/decision.js",
+        f"{base}/static/console/forms.js",
         f"{base}/static/console/menu.js",
         f"{base}/static/console/pwa.js",
     ], scripts

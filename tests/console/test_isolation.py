@@ -76,6 +76,9 @@ ROUTES: dict[str, Route] = {
     "agents": Route("/org/agents/", ("GET", "POST"), EVERYONE, post_roles=MANAGERS),
     "agent": Route("/org/agents/{agt}/", ("GET", "POST"), EVERYONE, post_roles=MANAGERS),
     "agent_key_revoke": Route("/org/agents/{agt}/keys/{key}/revoke/", ("POST",), MANAGERS),
+    "agent_key_roll": Route("/org/agents/{agt}/keys/{key}/roll/", ("POST",), MANAGERS),
+    "agent_disable": Route("/org/agents/{agt}/disable/", ("POST",), MANAGERS),
+    "agent_enable": Route("/org/agents/{agt}/enable/", ("POST",), MANAGERS),
     "agent_callbacks": Route("/org/agents/{agt}/callbacks/", ("GET",), EVERYONE),
     "agent_callback_secret_rotate": Route(
         "/org/agents/{agt}/callbacks/secret/", ("POST",), MANAGERS

@@ -20,6 +20,7 @@ from tests.conftest import Tenant, create_escalation
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +38,17 @@ def _session_cookie(tenant: Tenant, name: str) -> bytes:
 
 
 async def socket(
-    tenant: Tenant | None, name: str = "", origin: tuple[bytes, bytes] | None = ORIGIN
+    tenant: Tenant | None,
+    name: str = "",
+    origin: tuple[bytes, bytes] | None = ORIGIN,
+    cookie: bytes | None = None,
+    host: tuple[bytes, bytes] = HOST,
 ) -> WebsocketCommunicator:
-    headers = [origin] if origin else []
-    if tenant is not None:
-        headers.append((b"cookie", await sync_to_async(_session_cookie)(tenant, name)))
+    headers = [host, origin] if origin else [host]
+    if cookie is None and tenant is not None:
+        cookie = await sync_to_async(_session_cookie)(tenant, name)
+    if cookie is not None:
+        headers.append((b"cookie", cookie))
     return WebsocketCommunicator(application, "/ws/queue/", headers=headers)
 
 
@@ -69,6 +76,42 @@ async def test_anonymous_is_refused(acme):
 async def test_a_foreign_origin_is_refused(acme):
     ok, _ = await (await socket(acme, "bob", origin=(b"origin", b"https://evil.example"))).connect()
     assert not ok
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        (b"http://testserver:8001", b"testserver"),  # another port of this host
+        (b"http://testserver", b"testserver:8000"),
+        (b"http://testserver:8000", b"testserver:8001"),
+        (b"https://testserver", b"testserver"),  # another scheme
+        (b"http://evil.example", b"evil.example"),  # a host name we do not serve
+    ],
+)
+async def test_an_origin_must_match_scheme_host_and_port_exactly(acme, origin, host):
+    communicator = await socket(acme, "bob", origin=(b"origin", origin), host=(b"host", host))
+    ok, _ = await communicator.connect()
+    assert not ok
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "extra"),
+    [
+        (b"http://testserver:8000", b"testserver:8000", []),
+        (b"http://testserver", b"testserver:80", []),
+        (b"https://testserver", b"testserver", [(b"x-forwarded-proto", b"https")]),
+        (b"http://127.0.0.1:8000", b"127.0.0.1:9000", []),  # CSRF_TRUSTED_ORIGINS lists it
+    ],
+)
+async def test_the_sites_own_origin_and_trusted_origins_are_accepted(
+    acme, settings, origin, host, extra
+):
+    settings.CSRF_TRUSTED_ORIGINS = ["http://127.0.0.1:8000"]
+    communicator = await socket(acme, "bob", origin=(b"origin", origin), host=(b"host", host))
+    communicator.scope["headers"] += extra
+    ok, code = await communicator.connect()
+    assert ok, code
+    await communicator.disconnect()
 
 
 async def test_a_missing_origin_is_refused(acme):
@@ -166,3 +209,53 @@ async def test_a_session_that_owes_its_second_factor_is_refused(acme):
     ok, code = await (await socket(acme, "bob")).connect()
     assert not ok
     assert code == CLOSE_REMOVED
+
+
+def _sign_in(tenant: Tenant, name: str) -> Client:
+    client = Client()
+    client.force_login(tenant.members[name].user)
+    return client
+
+
+def _cookie(client: Client) -> bytes:
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def test_signing_out_closes_every_socket_of_that_session_only(acme):
+    session = await sync_to_async(_sign_in)(acme, "bob")
+    other_session = await sync_to_async(_sign_in)(acme, "bob")
+    first, second, other = [
+        await socket(acme, cookie=_cookie(client)) for client in (session, session, other_session)
+    ]
+    for communicator in (first, second, other):
+        ok, code = await communicator.connect()
+        assert ok, code
+    await sync_to_async(session.post)("/account/logout/")
+    for communicator in (first, second):
+        closed = await communicator.receive_output(timeout=3)
+        assert closed == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+    await sync_to_async(create_escalation)(acme)
+    assert (await next_frame(other, "created"))["type"] == "escalation"
+    await other.disconnect()
+
+
+async def test_a_session_ended_without_signing_out_closes_its_socket(acme, settings):
+    settings.QUEUE_SESSION_RECHECK_SECONDS = 0.2
+    client = await sync_to_async(_sign_in)(acme, "bob")
+    communicator = await socket(acme, cookie=_cookie(client))
+    ok, code = await communicator.connect()
+    assert ok, code
+    assert await communicator.receive_nothing(timeout=0.5)  # re-checked: still signed in
+    await sync_to_async(client.session.delete)()
+    closed = await communicator.receive_output(timeout=3)
+    assert closed == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
+
+
+async def test_a_password_change_elsewhere_ends_the_sockets_session(acme, settings):
+    settings.QUEUE_SESSION_RECHECK_SECONDS = 0.2
+    communicator = await connected(acme, "bob")
+    bob = acme.members["bob"].user
+    bob.set_password("a-whole-new-secret-99")
+    await sync_to_async(bob.save)()
+    closed = await communicator.receive_output(timeout=3)
+    assert closed == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}

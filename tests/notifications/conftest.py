@@ -39,12 +39,14 @@ def _eager_tasks() -> Iterator[None]:
 
 class Inbox:
     """What the SMTP server accepted, parsed; ``stall_first_data`` makes the first DATA hang
-    (until ``release`` is set) to let a test kill the sender mid-message."""
+    (until ``release`` is set) to let a test kill the sender mid-message, ``stall_after`` the
+    first DATA once that many messages were accepted."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
         self.stall_first_data = False
+        self.stall_after: int | None = None
         self.stalled = threading.Event()
         self.release = threading.Event()
         self.refuse: set[str] = set()
@@ -68,7 +70,10 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.stall_first_data and not self.stalled.is_set():
+        stall = self.stall_first_data or (
+            self.stall_after is not None and len(self.messages) >= self.stall_after
+        )
+        if stall and not self.stalled.is_set():
             self.stalled.set()
             import asyncio
 

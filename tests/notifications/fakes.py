@@ -411,6 +411,9 @@ class FakePushService(FakeServer):
             return self._fail(400, "Missing TTL header")
         if request.headers.get("content-encoding") != "aes128gcm":
             return self._fail(415, "Unsupported Content-Encoding")
+        topic = request.headers.get("topic")
+        if topic is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", topic):
+            return self._fail(400, "Topic must be 1-32 URL-safe base64 characters")
         if len(request.body) > 4096:
             return self._fail(413, "Payload Too Large")
         try:
@@ -427,6 +430,7 @@ class FakePushService(FakeServer):
                 "payload": json.loads(plain),
                 "ttl": int(request.headers["ttl"]),
                 "urgency": request.headers.get("urgency", "normal"),
+                "topic": topic,
             }
         )
         return 201, {"Location": f"{self.url}/m/{secrets.token_hex(8)}"}, b""

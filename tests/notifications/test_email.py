@@ -7,6 +7,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core import signing
 from django.test import Client
 
@@ -217,6 +218,25 @@ def test_an_unreachable_mail_server_is_retried(
 
     assert {(d.status, d.attempts) for d in deliveries(escalation["id"])} == {("pending", 1)}
     assert all("unavailable" in d.last_error for d in deliveries(escalation["id"]))
+
+
+def test_a_resent_email_keeps_its_message_id_and_test_sends_each_get_their_own(
+    acme: Any, smtp: SmtpServer, django_capture_on_commit_callbacks: Any
+) -> None:
+    from notifications.transports.email import EmailTransport
+
+    escalation = new_escalation(django_capture_on_commit_callbacks, acme)
+    delivery = next(
+        d for d in deliveries(escalation["id"]) if d.membership.user.email == "bob@acme.test"
+    )
+    again = EmailTransport().send(delivery)  # what the sweep does after a worker died
+    first, second = smtp.inbox.to("bob@acme.test")
+    assert first["Message-ID"] == second["Message-ID"] == again == delivery.provider_id
+    host = urlsplit(settings.AWAITHUMAN_BASE_URL).hostname
+    assert again == f"<{delivery.public_id}@{host}>"
+
+    point = delivery.contact_point
+    assert EmailTransport().send_test(point) != EmailTransport().send_test(point)
 
 
 def test_a_reject_link_asks_for_the_reason_where_the_organization_requires_one(

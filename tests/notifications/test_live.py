@@ -166,6 +166,67 @@ def test_a_worker_killed_mid_send_still_delivers_exactly_once(
         assert _deliveries(stack) == [("sent", 2)]
 
 
+def _add_operators(stack: Stack, count: int) -> list[str]:
+    stack.manage(
+        "shell",
+        "-c",
+        "from tenants.models import Organization\n"
+        "from tenants.services import SYSTEM_ACTOR, membership_add, user_get_or_create\n"
+        "organization = Organization.objects.get()\n"
+        f"for n in range({count}):\n"
+        "    user = user_get_or_create(email=f'operator{n}@live.test')\n"
+        "    membership_add(organization=organization, user=user, role='operator',"
+        " actor=SYSTEM_ACTOR)\n",
+    )
+    return [f"operator{n}@live.test" for n in range(count)]
+
+
+@pytest.mark.services
+def test_a_worker_killed_mid_fan_out_resends_at_most_the_message_in_flight(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    """Thirty recipients in one batch; the worker is killed while sending the eleventh. The ten
+    already sent were recorded one by one, so the next worker sends the other twenty and at most
+    the one that was in flight again (under the same Message-ID)."""
+    smtp_server.inbox.stall_after = 10
+    with production_stack(tmp_path) as stack:
+        _use_smtp(
+            stack,
+            smtp_server,
+            NOTIFICATION_DELIVERY_LEASE_SECONDS="3",
+            NOTIFICATION_SWEEP_SECONDS="1",
+        )
+        org = stack.organization()
+        recipients = [OPERATOR, *_add_operators(stack, 29)]
+        base = stack.daphne()
+        first = _worker(stack, "worker-1")
+        stack.start(
+            "beat", str(BIN / "celery"), "-A", "awaithuman", "beat", "--loglevel", "INFO",
+            "--schedule", str(tmp_path / "beat-schedule"),
+        )  # fmt: skip
+        _create(base, org["agent_key"])
+
+        _until(smtp_server.inbox.stalled.is_set, 30, "the eleventh SMTP DATA", stack)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        smtp_server.inbox.release.set()
+        assert [status for status, _ in _deliveries(stack)].count("sent") == 10
+
+        _worker(stack, "worker-2")
+
+        def everyone_has_one() -> bool:
+            return all(smtp_server.inbox.to(address) for address in recipients)
+
+        _until(everyone_has_one, 60, "an e-mail to every recipient", stack)
+        time.sleep(4)  # past another lease and several sweeps
+        received = {address: smtp_server.inbox.to(address) for address in recipients}
+        repeats = {address: found for address, found in received.items() if len(found) > 1}
+        assert sum(len(found) - 1 for found in repeats.values()) <= 1, sorted(repeats)
+        for found in repeats.values():
+            assert len({message["Message-ID"] for message in found}) == 1
+        assert {status for status, _ in _deliveries(stack)} == {"sent"}
+
+
 @pytest.mark.services
 def test_redis_stopped_for_30_seconds_and_restarted_loses_no_delivery(
     tmp_path: Path, smtp_server: SmtpServer

@@ -59,6 +59,17 @@ def test_a_push_is_signed_encrypted_and_carries_answer_actions(
     assert 60 <= received["ttl"] <= 24 * 3600
 
 
+def test_a_resent_push_carries_the_same_topic_so_the_service_replaces_it(
+    acme: Any, push: FakePushService, settings: Any
+) -> None:
+    escalation = create_escalation(acme)
+    point, subscription = _point(acme, push, settings)
+    delivery = delivery_sent(escalation["id"], point)
+    TRANSPORTS["push"]().send(delivery)  # what the sweep does after a worker died
+    first, again = subscription.messages
+    assert first["topic"] == again["topic"] == delivery.public_id
+
+
 def test_a_question_has_no_answer_actions(acme: Any, push: FakePushService, settings: Any) -> None:
     escalation = create_escalation(acme, kind="question", title="Which plan?", action=None)
     point, subscription = _point(acme, push, settings)

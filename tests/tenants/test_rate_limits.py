@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import zlib
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
@@ -21,6 +23,7 @@ from escalations.models import Escalation
 from tenants.ids import encode_base62, random_base62
 from tenants.services import SYSTEM_ACTOR, agent_create, api_key_create
 from tests.conftest import APPROVAL, Tenant, api_client, create_escalation
+from tests.live import production_stack
 
 WINDOW = 3600
 POLICY = re.compile(r'^"key";q=(\d+);w=(\d+)$')
@@ -227,3 +230,30 @@ def test_with_redis_down_limits_are_counted_in_process_and_the_api_keeps_answeri
     assert [limits(answer)[2] for answer in answers] == [1, 0, 0]
     assert "Redis unavailable" in caplog.text
     assert caplog.text.count("Redis unavailable") == 1, "Redis is retried after a pause only"
+
+
+def test_no_burst_of_twice_the_limit_fits_around_a_window_boundary(acme):
+    """A fixed window lets 2 × limit through around a boundary; a moving window never does."""
+    key = fresh_agent_key(acme, rate_limit=4)
+    with override_settings(RATE_LIMIT_WINDOW_SECONDS=2):
+        time.sleep((1.6 - time.time() % 2) % 2)  # the last moments of a 2-second window
+        before = [get(key).status_code for _ in range(4)]
+        time.sleep(2.05 - time.time() % 2)  # just past the boundary
+        after = [get(key) for _ in range(4)]
+    assert before == [200] * 4
+    assert [answer.status_code for answer in after] == [429] * 4
+    assert all(1 <= int(answer["Retry-After"]) <= 2 for answer in after)
+
+
+@pytest.mark.services
+def test_two_web_processes_share_one_budget_per_key(tmp_path):
+    with production_stack(tmp_path) as stack:
+        stack.env["RATE_LIMIT_DEFAULT"] = "4"
+        key = stack.organization()["agent_key"]
+        first, second = stack.daphne(), stack.daphne()
+        headers = {"Authorization": f"Bearer {key}"}
+        statuses = [
+            httpx.get(f"{base}/api/v1/escalations", headers=headers, timeout=10).status_code
+            for base in (first, second, first, second, first, second)
+        ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
