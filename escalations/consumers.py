@@ -22,9 +22,14 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from awaithuman.middleware import new_request_id
-from awaithuman.problems import PROBLEM_CONTENT_TYPE, problem_body
+from awaithuman.problems import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    PROBLEM_CONTENT_TYPE,
+    problem_body,
+)
 from tenants.console import current_membership
 from tenants.ids import is_public_id
 from tenants.middleware import session_second_factor_pending
@@ -239,7 +244,16 @@ class WaitEndpoint:
         request_id = new_request_id(
             dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1") or None
         )
-        reply = await self._reply(scope)
+        try:
+            reply = await self._reply(scope)
+        except (OperationalError, InterfaceError):
+            # The database is away: say so and when to come back, as Django's views do.
+            reply = _problem(
+                503,
+                "unavailable",
+                "The database is unavailable for a moment; retry after the Retry-After delay.",
+                **{"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+            )
         content_type = PROBLEM_CONTENT_TYPE if reply.is_problem else "application/json"
         headers = [
             (b"Content-Type", content_type.encode()),
@@ -269,7 +283,8 @@ class WaitEndpoint:
         plaintext = _bearer(dict(scope["headers"]))
 
         # Register (and be subscribed) before the first read, so no decision slips between.
-        future = await dispatcher.register(public_id)
+        # Never longer than the wait itself: with Redis away, the deadline's re-read answers.
+        future = await dispatcher.register(public_id, within=timeout)
         try:
             reply = await in_thread(wait_open)(plaintext, public_id, body=timeout == 0)
             headers = dict(reply.headers)
@@ -287,7 +302,9 @@ class WaitEndpoint:
                         pass
                     else:
                         # Woken: register again first (the wake may be spurious), then re-read.
-                        future = await dispatcher.register(public_id)
+                        future = await dispatcher.register(
+                            public_id, within=deadline - time.monotonic()
+                        )
                 # Re-read on a wake, and at the deadline to return the current state.
                 assert organization_id is not None
                 reply = await reader.read(organization_id, public_id)

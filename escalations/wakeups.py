@@ -87,8 +87,10 @@ class Dispatcher:
     def waiting(self) -> int:
         return sum(len(futures) for futures in self._waiters.values())
 
-    async def register(self, public_id: str) -> asyncio.Future[None]:
-        """A future resolved when ``public_id`` turns terminal; subscribed when this returns."""
+    async def register(self, public_id: str, *, within: float) -> asyncio.Future[None]:
+        """A future resolved when ``public_id`` turns terminal; subscribed when this returns,
+        unless Redis could not confirm the subscription ``within`` seconds (an outage): then
+        the waiter still gets its future, and its re-read at the deadline is its answer."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             # A new event loop (a test, a restarted server): start afresh on it.
@@ -99,7 +101,11 @@ class Dispatcher:
             if self._listener is None or self._listener.done():
                 self._listener = loop.create_task(self._listen())
             assert self._subscribed is not None
-            await self._subscribed.wait()
+            if not self._subscribed.is_set() and within > 0:
+                try:
+                    await asyncio.wait_for(self._subscribed.wait(), within)
+                except TimeoutError:
+                    logger.warning("waiting on %s without a Redis subscription", public_id)
         return future
 
     def unregister(self, public_id: str, future: asyncio.Future[None]) -> None:

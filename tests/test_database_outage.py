@@ -85,6 +85,16 @@ def test_a_database_outage_gives_fast_503s_and_the_service_recovers(tmp_path):
         assert int(refused.headers["Retry-After"]) > 0
         assert time.monotonic() - started < 6
 
+        # The long-poll, served ahead of Django, says the same rather than failing or hanging.
+        waited = httpx.get(
+            f"{base}/api/v1/escalations/{created.json()['id']}/wait?timeout=1",
+            headers=headers,
+            timeout=30,
+        )
+        assert waited.status_code == 503, waited.text
+        assert waited.headers["Content-Type"] == "application/problem+json"
+        assert int(waited.headers["Retry-After"]) > 0
+
         proxy.start()
         deadline = time.monotonic() + 20
         while httpx.get(f"{base}/readyz", timeout=10).status_code != 200:
