@@ -9,8 +9,9 @@ class EscalationsConfig(AppConfig):
 
     def ready(self) -> None:
         from audit.services import on_unsealed_commit
+        from tenants import hooks as tenant_hooks
 
-        from . import hooks, live, outbox, wakeups
+        from . import hooks, live, outbox, services, wakeups
 
         # New audit events are sealed by the same dispatch that runs the outbox.
         on_unsealed_commit(outbox.nudge_on_commit)
@@ -18,3 +19,7 @@ class EscalationsConfig(AppConfig):
         # The live queue is a consumer like any other: it learns of events from the outbox.
         hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)
         hooks.register("wakeups", wakeups.wake_consumer, events={"decided", "expired", "cancelled"})
+        # What tenants announce: a removed member's sockets close, a deleted organization's
+        # escalations go before it.
+        tenant_hooks.on_membership_removed(live.membership_removed)
+        tenant_hooks.on_organization_deleting(services.escalations_delete_for_organization)

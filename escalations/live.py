@@ -255,3 +255,11 @@ def _send_frames(frames: list[tuple[str, str]]) -> None:
             group_send(group, {"type": "queue.frame", "text": text})
         except Exception:
             logger.exception("could not push a frame to the live queue group %s", group)
+
+
+def membership_removed(organization: Organization, membership_public_id: str) -> None:
+    """``tenants.hooks`` consumer: once the removal commits, tell the organization's live-queue
+    sockets, so that the removed member's close at once."""
+    group = organization_group(organization.public_id)
+    message = {"type": "membership.removed", "membership": membership_public_id}
+    transaction.on_commit(lambda: group_send(group, message))

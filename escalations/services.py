@@ -213,6 +213,12 @@ def escalation_create(
     return escalation
 
 
+def escalations_delete_for_organization(organization: Organization) -> None:
+    """``tenants.hooks`` consumer: an organization is being deleted. Escalations PROTECT their
+    agent and answers their member, so they go first (their outbox rows with them)."""
+    Escalation.objects.filter(organization=organization).delete()
+
+
 def _locked(escalation: Escalation) -> Escalation:
     # ``of=("self",)``: PostgreSQL cannot lock the nullable side of the assignee outer join.
     return (

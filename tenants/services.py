@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -26,7 +24,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.services import audit_record
 
-from . import billing, keycache, keys
+from . import billing, hooks, keycache, keys
 from .models import (
     AGENT_SCOPES,
     PERSONAL_SCOPES,
@@ -370,9 +368,8 @@ def organization_delete(*, organization: Organization, actor: dict) -> None:
         target=organization.public_id,
         data={"name": organization.name, "slug": organization.slug},
     )
-    # Escalations keep their agent and their answers keep their member (PROTECT, so no single
-    # deletion can orphan them); with the whole organization going, they go first.
-    organization.escalations.all().delete()  # type: ignore[attr-defined]
+    # The apps above delete what PROTECTs the organization's agents and members first.
+    hooks.organization_deleting(organization)
     organization.delete()
 
 
@@ -597,22 +594,11 @@ def membership_change_role(*, membership: Membership, role: str, actor: Membersh
     return membership
 
 
-def _announce_membership_removed(organization_public_id: str, membership_public_id: str) -> None:
-    """Tell the live queue (its consumer listens on the organization's group) to close the
-    removed member's open websockets."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    async_to_sync(layer.group_send)(
-        f"org.{organization_public_id}",
-        {"type": "membership.removed", "membership": membership_public_id},
-    )
-
-
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: Membership) -> None:
     """End a member's access at once: the membership and its personal keys go, sessions lose
-    the organization on their next request, open websockets are closed after commit."""
+    the organization on their next request, and the apps above act on ``hooks.membership_removed``
+    (the live queue closes the member's websockets after commit)."""
     _check_can_manage(actor, membership)
     _check_keeps_an_owner(membership)
     organization = membership.organization
@@ -636,7 +622,7 @@ def membership_remove(*, membership: Membership, actor: Membership) -> None:
         target=public_id,
         data={"email": email, "api_keys_deleted": keys_deleted},
     )
-    transaction.on_commit(lambda: _announce_membership_removed(organization.public_id, public_id))
+    hooks.membership_removed(organization, public_id)
 
 
 # --- Sign-in failures -----------------------------------------------------------------------------
