@@ -300,5 +300,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now")
     def retry(self, request: HttpRequest, queryset: Any) -> None:
-        retried = outbox_retry(ids=list(queryset.values_list("pk", flat=True)))
+        retried = outbox_retry(
+            ids=list(queryset.values_list("pk", flat=True)), actor=admin_actor(request, None)
+        )
         self.message_user(request, f"{retried} event(s) are due again.")

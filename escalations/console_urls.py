@@ -18,4 +18,5 @@ urlpatterns = [
         name="release",
     ),
     path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
+    path("org/effects/", views.effects, name="effects"),
 ]

@@ -31,6 +31,8 @@ from django.db import transaction
 from django.db.models import Exists, Min, OuterRef, Q
 from django.utils import timezone
 
+from audit.services import audit_record
+
 from . import hooks
 from .models import OutboxEvent
 
@@ -188,12 +190,40 @@ def outbox_drain(*, limit: int = BATCH_SIZE) -> int:
             return total
 
 
+def outbox_parked(*, organization_id: int) -> Any:
+    """The organization's effects that stopped being retried, newest first."""
+    return (
+        OutboxEvent.objects.filter(
+            escalation__organization_id=organization_id, parked_at__isnull=False
+        )
+        .select_related("escalation")
+        .order_by("-parked_at", "-id")
+    )
+
+
 @transaction.atomic
-def outbox_retry(*, ids: list[int]) -> int:
-    """Make parked (or backing-off) rows due now, as a person retrying them from admin."""
-    return OutboxEvent.objects.filter(pk__in=ids).update(
+def outbox_retry(*, ids: list[int], actor: dict[str, Any]) -> int:
+    """Make parked (or backing-off) rows due now, as a person retrying them once the cause is
+    fixed; audited in each organization the rows belong to."""
+    rows = list(
+        OutboxEvent.objects.select_for_update()
+        .filter(pk__in=ids)
+        .values_list("pk", "escalation__organization_id", "consumer", "event")
+    )
+    by_organization: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for pk, organization_id, consumer, event in rows:
+        by_organization[organization_id].append({"id": pk, "consumer": consumer, "event": event})
+    for organization_id, retried in sorted(by_organization.items()):
+        audit_record(
+            organization_id=organization_id,
+            action="outbox.retried",
+            actor=actor,
+            data={"events": retried},
+        )
+    OutboxEvent.objects.filter(pk__in=[pk for pk, *_ in rows]).update(
         parked_at=None, available_at=timezone.now(), attempts=0
     )
+    return len(rows)
 
 
 # --- Nudging a dispatcher right after commit -------------------------------------------------

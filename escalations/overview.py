@@ -11,12 +11,21 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from tenants.console import role_required
+from tenants.models import Membership
 
+from .outbox import outbox_parked
 from .selectors import organization_overview
 
 
 @role_required()
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
-    figures = organization_overview(organization=request.organization)  # type: ignore[attr-defined]
-    return render(request, "tenants/overview.html", {"overview": figures, "nav_active": "overview"})
+    organization = request.organization  # type: ignore[attr-defined]
+    figures = organization_overview(organization=organization)
+    managing = request.membership.role in Membership.MANAGING_ROLES  # type: ignore[attr-defined]
+    parked = outbox_parked(organization_id=organization.pk).count() if managing else 0
+    return render(
+        request,
+        "tenants/overview.html",
+        {"overview": figures, "nav_active": "overview", "parked_effects": parked},
+    )

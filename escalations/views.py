@@ -25,7 +25,7 @@ from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Membership
 
-from . import live
+from . import live, outbox
 from .forms import ResponseForm
 from .models import Escalation, Response
 from .policies import always_allow_url
@@ -422,3 +422,24 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
     template = OUTCOME_MESSAGES.get(outcome, "Saved your answer to “{title}”.")
     messages.success(request, template.format(title=escalation.title[:80]))
     return HttpResponseRedirect(reverse("queue:index"))
+
+
+@role_required("admin", "owner")
+def effects(request: HttpRequest) -> HttpResponse:
+    """Effects (notifications, callbacks, frames, …) that kept failing and were parked: what
+    failed, why, and a Retry once the cause is fixed (a receiver back up, a setting corrected)."""
+    organization = request.organization  # type: ignore[attr-defined]
+    parked = outbox.outbox_parked(organization_id=organization.pk)
+    if request.method == "POST":
+        wanted = parked
+        if request.POST.get("event"):
+            wanted = parked.filter(pk=_int_or_zero(request.POST["event"]))
+        ids = list(wanted.values_list("pk", flat=True))
+        retried = outbox.outbox_retry(ids=ids, actor=request.membership.as_actor())  # type: ignore[attr-defined]
+        messages.success(request, f"{retried} effect(s) will be tried again within a second.")
+        return HttpResponseRedirect(reverse("queue:effects"))
+    return render(request, "escalations/effects.html", {"parked": parked[:200]})
+
+
+def _int_or_zero(value: str) -> int:
+    return int(value) if value.isdigit() else 0

@@ -163,12 +163,15 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
-def admin_actor(request: HttpRequest, organization: Organization) -> dict[str, Any]:
-    """Who did it, for the audit trail: the member's identity, or the platform admin's."""
+def admin_actor(request: HttpRequest, organization: Organization | None) -> dict[str, Any]:
+    """Who did it, for the audit trail: the member's identity, or the platform admin's (always,
+    for an action that spans organizations: ``organization=None``)."""
     membership = (
         Membership.objects.select_related("user")
         .filter(organization=organization, user=request.user)
         .first()
+        if organization is not None
+        else None
     )
     if membership is not None:
         return {**membership.as_actor(), "via": "admin"}

@@ -70,6 +70,7 @@ ROUTES: dict[str, Route] = {
     "queue:release": Route("/escalations/{esc}/release", ("POST",), ANSWERING),
     "queue:respond": Route("/escalations/{esc}/respond", ("POST",), ANSWERING),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
+    "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),
     "organization_switch": Route(
         "/org/switch/", ("POST",), SIGNED_IN, True, data=(("organization", "{org}"),)
     ),
