@@ -124,7 +124,7 @@ def test_an_event_that_keeps_failing_is_parked_with_its_error(
     assert recorder.calls == calls  # parked: not tried again on its own
 
     recorder.failures = 0
-    assert outbox.outbox_retry(ids=[row.pk]) == 1
+    assert outbox.outbox_retry(ids=[row.pk], actor={"type": "system"}) == 1
     outbox.outbox_drain()
     assert [event for _, event in recorder.seen] == ["created"]
     assert not OutboxEvent.objects.exists()
