@@ -386,7 +386,8 @@ CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
 # connect time, except in the embedded default, where local receivers are the point.
 OUTBOUND_ALLOW_PRIVATE = envbool("OUTBOUND_ALLOW_PRIVATE", EMBEDDED)
 WEBHOOK_TIMEOUT_SECONDS = 15.0
-# Seconds before each attempt, counted from the previous failure (DESIGN.md § Agent callbacks);
+# Seconds before each attempt, counted from the previous failure: at once, then 5 s, 5 min,
+# 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (a day of retries, as Standard Webhooks senders do);
 # each delay gets ±10 % jitter. Tests shorten it.
 WEBHOOK_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600

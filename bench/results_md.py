@@ -94,7 +94,7 @@ def render(doc: dict, rows: list[tuple[str, ...]]) -> str:
         f"Written by `make bench` (`{' '.join(['python -m bench', *last['argv']])}`) on "
         f"{last['at']} in {last['elapsed_s'] / 60:.1f} min. Each section says when its figures "
         "were measured; a subset run (`python -m bench burst|wake|held`) keeps the others. "
-        "Issue #2 § 11 defines the figures; DESIGN.md § Platform choices the bar.",
+        "The figures and their targets are those of issues #2 and #11.",
         "",
         "## Summary",
         "",

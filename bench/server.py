@@ -47,7 +47,7 @@ def bench_env() -> dict[str, str]:
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",
             # Every request is still counted in Redis; the limit is only raised so a 1,000-wait
-            # run on one operator key is not refused (limits are per key: DESIGN.md § Agent API).
+            # run on one operator key is not refused (limits are per key).
             "RATE_LIMIT_DEFAULT": "100000000",
             "PYTHONUNBUFFERED": "1",
         }

@@ -3,8 +3,7 @@
 A Django view, even an async one, pins an OS thread for each request in flight under ASGI; ten
 thousand parked waits would be ten thousand threads. This consumer parks on an asyncio future
 instead: it authenticates and reads the row in one short trip to the database, holds no
-connection and no thread while it waits, and reads once more when woken (DESIGN.md § Platform
-choices).
+connection and no thread while it waits, and reads once more when woken.
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ class BatchReader:
     woken (or timed out) while the previous read ran, never one read per waiter in a queue.
 
     Two hundred decisions that land together wake two hundred waiters; read one by one, the
-    last would return after the first's 199 reads (DESIGN.md § Second wave).
+    last would return after the first's 199 reads.
     """
 
     def __init__(self) -> None:

@@ -4,7 +4,7 @@ One shape serves both: ``queue_rows`` renders the page and answers a socket's ``
 ``queue_frames`` (an outbox consumer, registered in ``EscalationsConfig.ready``) turns every
 queue-visible event into one small delta frame per event — read once, encoded once — and sends it
 to the organization's channel-layer group ``org.<public id>``. Consumers forward the encoded text
-as it is (DESIGN.md § Platform choices: no per-socket work beyond the send).
+as it is: no per-socket work beyond the send.
 
 Ordering and resync: every frame carries ``seq``, the organization's audit chain head read *in the
 same statement* as the row. Every state change writes an audit event, so ``seq`` is a version of
@@ -155,13 +155,9 @@ def queue_snapshot(organization: Organization) -> dict[str, Any]:
     return {"type": "snapshot", "seq": head or 0, "escalations": rows}
 
 
-def queue_frame(escalation_id: int, event: str) -> tuple[str, str] | None:
-    """The group and the encoded delta frame for one event, or None if the row is gone."""
-    return queue_frames_for([(escalation_id, event)])[0]
-
-
 def queue_frames_for(events: list[tuple[int, str]]) -> list[tuple[str, str] | None]:
-    """``queue_frame`` for many (escalation id, event) pairs, with one query for all rows."""
+    """The group and the encoded delta frame for each (escalation id, event) pair, or None
+    where the row is gone; one query for all rows."""
     rows = {
         escalation.pk: escalation
         for escalation in Escalation.objects.select_related(

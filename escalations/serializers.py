@@ -1,4 +1,4 @@
-"""Input and output shapes of the escalation API (DESIGN.md § Agent API)."""
+"""Input and output shapes of the escalation API."""
 
 from __future__ import annotations
 

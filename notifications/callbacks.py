@@ -1,4 +1,4 @@
-"""Agent callbacks and the delivery of every signed outbound message (DESIGN.md § Agent callbacks).
+"""Agent callbacks and the delivery of every signed outbound message (Standard Webhooks).
 
 When an escalation with a ``callback_url`` turns terminal, its agent gets
 ``{"type": "escalation.decided", "timestamp": …, "data": {…the escalation as the API returns

@@ -1,5 +1,5 @@
 """Bad input to the two write endpoints: a 4xx problem that names the field, never a 500, and
-nothing written (DESIGN.md § Quality bar).
+nothing written.
 
 Bodies are sent raw through Django's test client, so what reaches the server is exactly the bytes
 below (DRF's ``APIClient`` would re-encode them). Every case must also hold on PostgreSQL, whose

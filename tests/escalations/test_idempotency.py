@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on create: retries are safe and never make two rows (DESIGN.md § API)."""
+"""``Idempotency-Key`` on create: retries are safe and never make two rows."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@ async def test_the_wait_endpoint_refuses_other_methods(acme):
 
 
 def checksummed(body: str) -> str:
-    """A key body with a valid checksum (CRC32 in 6 base62 digits, DESIGN.md § ApiKey)."""
+    """A key body with a valid checksum (CRC32 in 6 base62 digits)."""
     return body + encode_base62(zlib.crc32(body.encode()), 6)
 
 

@@ -16,7 +16,7 @@ from tenants.models import AGENT_SCOPES, PERSONAL_SCOPES, ApiKey
 from tenants.services import SYSTEM_ACTOR, api_key_create, api_key_revoke
 from tests.conftest import Tenant, api_client
 
-# The pattern DESIGN.md publishes for secret scanners.
+# The pattern the README publishes for secret scanners.
 SCANNER = re.compile(r"\bahk_(live|test)_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\b")
 
 pytestmark = pytest.mark.django_db

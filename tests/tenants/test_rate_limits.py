@@ -1,4 +1,4 @@
-"""Per-key rate limits and their headers (draft-ietf-httpapi-ratelimit-headers, DESIGN.md § API).
+"""Per-key rate limits and their headers (draft-ietf-httpapi-ratelimit-headers).
 
 The embedded counter is process-global and keyed by key id and window, so every test issues fresh
 keys. The window is an hour here, so a test never straddles two windows.

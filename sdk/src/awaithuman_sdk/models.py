@@ -1,4 +1,4 @@
-"""Typed views of the API's escalation object and its decision (DESIGN.md § Agent API)."""
+"""Typed views of the API's escalation object and its decision."""
 
 from __future__ import annotations
 
