@@ -30,7 +30,6 @@ class Event:
 
 
 BatchHandler = Callable[[list[Event]], None]
-EventHandler = Callable[[int, str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,6 @@ def register(name: str, handle: BatchHandler, *, events: Collection[str] | None 
     """Subscribe ``handle`` (called with a batch of events, in order per escalation) to
     ``events`` (default: all). ``name`` is stored in outbox rows: keep it stable."""
     _consumers[name] = Consumer(name, handle, frozenset(events) if events is not None else None)
-
-
-def one_at_a_time(handler: EventHandler) -> BatchHandler:
-    """Adapt a handler of single events to the batch interface."""
-
-    def handle(events: list[Event]) -> None:
-        for event in events:
-            handler(event.escalation_id, event.event, event.payload)
-
-    handle.__qualname__ = getattr(handler, "__qualname__", repr(handler))
-    return handle
 
 
 def interested(event: str) -> Iterable[str]:

@@ -14,7 +14,7 @@ class NotificationsConfig(AppConfig):
 
         hooks.register(
             "notifications.fanout",
-            hooks.one_at_a_time(fanout.on_escalation_event),
+            fanout.on_escalation_events,
             events=services.NOTIFYING_EVENTS,
         )
         # Edit the messages already sent once decided.

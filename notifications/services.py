@@ -16,6 +16,7 @@ through at once to the person's next contact point.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import random
 import re
@@ -34,8 +35,9 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from audit.services import audit_record
+from audit.services import audit_batch, audit_record
 from awaithuman.celery import enqueue
+from escalations import hooks
 from escalations.models import Escalation
 from tenants.ids import new_public_id
 from tenants.models import Membership
@@ -148,11 +150,27 @@ def contact_points_usable(
     with a transport, serve the escalation's priority, and — in the person's quiet hours,
     unless the escalation is urgent — be e-mail.
     """
-    preference = preference or preference_get(membership)
+    return _usable(
+        list(membership.contact_points.order_by("position", "id")),
+        channels=channels,
+        priority=priority,
+        now=now,
+        preference=preference or preference_get(membership),
+    )
+
+
+def _usable(
+    points: list[ContactPoint],
+    *,
+    channels: list[str],
+    priority: str,
+    now: datetime,
+    preference: NotificationPreference,
+) -> list[ContactPoint]:
     quiet = priority != Escalation.Priority.URGENT and preference.is_quiet(now)
     return [
         point
-        for point in membership.contact_points.order_by("position", "id")
+        for point in points
         if point.is_usable
         and point.channel in TRANSPORTS
         and (not channels or point.channel in channels)
@@ -164,6 +182,20 @@ def contact_points_usable(
 # --- Fan-out ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Notice:
+    """One event's fan-out, once checked to be current: who to reach, on which channels."""
+
+    escalation: Escalation
+    event: str
+    kind: str
+    level: int
+    round: int
+    generation: int
+    channels: list[str]
+    members: list[Membership]
+
+
 def deliveries_fan_out(
     *, escalation_id: int, event: str, payload: dict[str, Any], now: datetime | None = None
 ) -> list[Delivery]:
@@ -172,84 +204,161 @@ def deliveries_fan_out(
     Returns the deliveries this call created (none for a repeated event, an event that notifies
     nobody, or a stale one: the escalation decided or moved on to another level meanwhile).
     """
-    kind = NOTIFYING_EVENTS.get(event)
-    if kind is None:
-        return []
-    now = now or timezone.now()
-    with transaction.atomic():
-        escalation = (
-            Escalation.objects.select_related("organization").filter(pk=escalation_id).first()
-        )
-        if escalation is None or escalation.status != Escalation.Status.PENDING:
-            return []
-        has_levels = bool((escalation.policy_snapshot or {}).get("levels"))
-        if event == "created" and has_levels:
-            return []  # "level_entered" follows for the same commit
-        level = int(payload.get("level") or escalation.current_level)
-        round_ = int(payload.get("round", escalation.current_round))
-        if (level, round_) != (escalation.current_level, escalation.current_round):
-            return []  # the escalation has left that level already
-        generation = int(payload.get("generation", escalation.timer_generation))
-        snapshot = _level_snapshot(escalation, level) if has_levels else None
-        channels = list((snapshot or {}).get("channels") or [])
+    return deliveries_fan_out_many([hooks.Event(escalation_id, event, payload)], now=now)
 
-        rows, unreachable = [], []
-        for membership in targets_resolve(escalation, (snapshot or {}).get("targets")):
-            preference = preference_get(membership)
-            points = contact_points_usable(
-                membership,
-                channels=channels,
-                priority=escalation.priority,
-                now=now,
-                preference=preference,
-            )
-            if not points:
-                unreachable.append(membership.public_id)
-                continue
-            every_point = escalation.priority in (preference.all_points_for or [])
-            rows.extend(
-                _new_delivery(
-                    escalation,
-                    membership=membership,
-                    contact_point=point,
-                    kind=kind,
-                    level=level,
-                    round_=round_,
-                    generation=generation,
+
+def deliveries_fan_out_many(
+    events: list[hooks.Event], *, now: datetime | None = None
+) -> list[Delivery]:
+    """``deliveries_fan_out`` for a batch of events, in a fixed number of queries.
+
+    This is the outbox consumer ``notifications.fanout``: a burst of creates reaches it as one
+    batch, and its escalations, each distinct target set's members, their preferences and their
+    contact points are read once for the whole batch, the deliveries inserted in one statement
+    and their audit events in another. Idempotent: a repeated event creates nothing (the
+    constraints on ``Delivery``), so an event handled twice notifies nobody twice.
+    """
+    now = now or timezone.now()
+    wanted = [event for event in events if event.event in NOTIFYING_EVENTS]
+    if not wanted:
+        return []
+    with transaction.atomic():
+        escalations = Escalation.objects.select_related("organization").in_bulk(
+            {event.escalation_id for event in wanted}
+        )
+        members_of: dict[tuple[int, str], list[Membership]] = {}
+        notices: list[_Notice] = []
+        for event in wanted:
+            escalation = escalations.get(event.escalation_id)
+            notice = _notice(escalation, event, members_of) if escalation else None
+            if notice is not None:
+                notices.append(notice)
+        people = {member.pk: member for notice in notices for member in notice.members}
+        preferences = _preferences_of(list(people.values()))
+        points_of: dict[int, list[ContactPoint]] = {pk: [] for pk in people}
+        for point in ContactPoint.objects.filter(membership_id__in=people).order_by(
+            "membership_id", "position", "id"
+        ):
+            points_of[point.membership_id].append(point)
+
+        rows: list[Delivery] = []
+        unreachable: dict[int, list[str]] = {}
+        for index, notice in enumerate(notices):
+            escalation = notice.escalation
+            for member in notice.members:
+                preference = preferences[member.pk]
+                points = _usable(
+                    points_of[member.pk],
+                    channels=notice.channels,
+                    priority=escalation.priority,
                     now=now,
-                    rank=rank,
+                    preference=preference,
                 )
-                for rank, point in enumerate(points if every_point else points[:1])
-            )
+                if not points:
+                    unreachable.setdefault(index, []).append(member.public_id)
+                    continue
+                every_point = escalation.priority in (preference.all_points_for or [])
+                rows.extend(
+                    _new_delivery(
+                        escalation,
+                        membership=member,
+                        contact_point=point,
+                        kind=notice.kind,
+                        level=notice.level,
+                        round_=notice.round,
+                        generation=notice.generation,
+                        now=now,
+                        rank=rank,
+                    )
+                    for rank, point in enumerate(points if every_point else points[:1])
+                )
         created = _insert_new(rows)
+        made: dict[tuple[int, str, int, int], list[Delivery]] = {}
+        for row in created:
+            made.setdefault((row.escalation_id, row.kind, row.level, row.round), []).append(row)
+        with audit_batch():
+            for index, notice in enumerate(notices):
+                escalation = notice.escalation
+                key = (escalation.pk, notice.kind, notice.level, notice.round)
+                if made.get(key):
+                    _fan_out_audited(notice, made.pop(key), unreachable.get(index, []))
+                elif len(unreachable.get(index, [])) == len(notice.members) > 0:
+                    logger.warning(
+                        "escalation %s %s: nobody has a usable contact point",
+                        escalation.public_id,
+                        notice.event,
+                    )
         if created:
-            audit_record(
-                organization_id=escalation.organization_id,
-                action="delivery.queued",
-                actor=SYSTEM_ACTOR,
-                target=escalation.public_id,
-                data={
-                    "event": event,
-                    "level": level,
-                    "round": round_,
-                    "count": len(created),
-                    "deliveries": [
-                        {
-                            "id": row.public_id,
-                            "member": row.membership.public_id,
-                            "channel": row.channel,
-                        }
-                        for row in created
-                    ],
-                    "unreachable": unreachable,
-                },
-            )
-            _enqueue_after_commit([row.pk for row in created])
-        elif unreachable and not rows:
-            logger.warning(
-                "escalation %s %s: nobody has a usable contact point", escalation.public_id, event
-            )
+            _enqueue_after_commit(created)
     return created
+
+
+def _notice(
+    escalation: Escalation,
+    event: hooks.Event,
+    members_of: dict[tuple[int, str], list[Membership]],
+) -> _Notice | None:
+    """What ``event`` asks of the fan-out, or None if nothing (any more): the escalation was
+    decided or has left the event's level, or a level's own event follows for the same commit.
+    ``members_of`` caches each organization's target sets across a batch."""
+    if escalation.status != Escalation.Status.PENDING:
+        return None
+    has_levels = bool((escalation.policy_snapshot or {}).get("levels"))
+    if event.event == "created" and has_levels:
+        return None  # "level_entered" follows for the same commit
+    payload = event.payload
+    level = int(payload.get("level") or escalation.current_level)
+    round_ = int(payload.get("round", escalation.current_round))
+    if (level, round_) != (escalation.current_level, escalation.current_round):
+        return None  # the escalation has left that level already
+    snapshot = (_level_snapshot(escalation, level) if has_levels else None) or {}
+    targets = snapshot.get("targets")
+    key = (escalation.organization_id, json.dumps(targets, sort_keys=True))
+    if key not in members_of:
+        members_of[key] = targets_resolve(escalation, targets)
+    return _Notice(
+        escalation=escalation,
+        event=event.event,
+        kind=NOTIFYING_EVENTS[event.event],
+        level=level,
+        round=round_,
+        generation=int(payload.get("generation", escalation.timer_generation)),
+        channels=list(snapshot.get("channels") or []),
+        members=members_of[key],
+    )
+
+
+def _preferences_of(members: list[Membership]) -> dict[int, NotificationPreference]:
+    """Each member's preferences in one query; a member without any yet gets them made (and
+    their account e-mail seeded as a contact point) by ``preference_get``."""
+    found = {
+        preference.membership_id: preference
+        for preference in NotificationPreference.objects.filter(membership__in=members)
+    }
+    for member in members:
+        if member.pk not in found:
+            found[member.pk] = preference_get(member)
+    return found
+
+
+def _fan_out_audited(notice: _Notice, created: list[Delivery], unreachable: list[str]) -> None:
+    audit_record(
+        organization_id=notice.escalation.organization_id,
+        action="delivery.queued",
+        actor=SYSTEM_ACTOR,
+        target=notice.escalation.public_id,
+        data={
+            "event": notice.event,
+            "level": notice.level,
+            "round": notice.round,
+            "count": len(created),
+            "deliveries": [
+                {"id": row.public_id, "member": row.membership.public_id, "channel": row.channel}
+                for row in created
+            ],
+            "unreachable": unreachable,
+        },
+    )
 
 
 def _new_delivery(
@@ -305,10 +414,15 @@ def _insert_new(rows: list[Delivery]) -> list[Delivery]:
     return created
 
 
-def _enqueue_after_commit(delivery_ids: list[int]) -> None:
+def _enqueue_after_commit(created: list[Delivery]) -> None:
+    """After commit, one send task per escalation: its deliveries go out together."""
     from .tasks import deliver_many
 
-    transaction.on_commit(lambda: enqueue(deliver_many, (delivery_ids,)))
+    per_escalation: dict[int, list[int]] = {}
+    for row in created:
+        per_escalation.setdefault(row.escalation_id, []).append(row.pk)
+    calls = [(ids,) for ids in per_escalation.values()]
+    transaction.on_commit(lambda: enqueue(deliver_many, *calls))
 
 
 # --- Sending ----------------------------------------------------------------------------------
@@ -557,7 +671,7 @@ def _fall_through(delivery: Delivery, *, now: datetime) -> Delivery | None:
     if not created:
         return None
     _delivery_audit(created[0], "delivery.queued", fallback_of=delivery.public_id, count=1)
-    _enqueue_after_commit([created[0].pk])
+    _enqueue_after_commit(created[:1])
     return created[0]
 
 

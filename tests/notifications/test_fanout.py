@@ -6,9 +6,12 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from escalations import hooks
 from escalations import services as escalation_services
 from escalations.models import Escalation, Policy, PolicyLevel
 from notifications import fanout, tasks
@@ -58,11 +61,38 @@ def test_a_repeated_hook_call_creates_nothing_more(
     payload = {"generation": row.timer_generation}
 
     with django_capture_on_commit_callbacks(execute=True):
-        fanout.on_escalation_event(row.pk, "created", payload)
-        fanout.on_escalation_event(row.pk, "created", payload)
+        fanout.on_escalation_events([hooks.Event(row.pk, "created", payload)])
+        fanout.on_escalation_events([hooks.Event(row.pk, "created", payload)] * 2)
 
     assert len(deliveries(escalation["id"])) == 2
     assert len(mail.outbox) == 2
+
+
+def test_a_batch_of_events_is_fanned_out_in_as_many_queries_as_one(
+    acme: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A burst of creates reaches the consumer as one batch: its cost in queries must not grow
+    with the batch, and every escalation still gets its own deliveries and audit event."""
+    rows = []
+    for n in range(12):
+        with django_capture_on_commit_callbacks(execute=False):
+            escalation = create_escalation(acme, title=f"Burst {n}")
+        rows.append(Escalation.objects.get(public_id=escalation["id"]))
+    events = [hooks.Event(row.pk, "created", {"generation": 0}) for row in rows]
+    with django_capture_on_commit_callbacks(execute=True):
+        fanout.on_escalation_events(events[:1])  # the first makes everyone's preferences
+
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as one:
+        fanout.on_escalation_events(events[1:2])
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as ten:
+        fanout.on_escalation_events(events[2:])
+
+    assert len(ten.captured_queries) == len(one.captured_queries) <= 8
+    for row in rows:
+        assert len(deliveries(row.public_id)) == 2, row.title
+    queued = AuditEvent.objects.filter(action="delivery.queued")
+    assert sorted(queued.values_list("target", flat=True)) == sorted(r.public_id for r in rows)
+    assert len(mail.outbox) == 2 * 12
 
 
 def test_viewers_are_never_notified(acme: Any, django_capture_on_commit_callbacks: Any) -> None:
