@@ -386,6 +386,9 @@ CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
 # connect time, except in the embedded default, where local receivers are the point.
 OUTBOUND_ALLOW_PRIVATE = envbool("OUTBOUND_ALLOW_PRIVATE", EMBEDDED)
 WEBHOOK_TIMEOUT_SECONDS = 15.0
+# A sender's hold on a message: longer than the HTTP timeout plus a busy queue, so a live sender
+# is never overtaken; a message whose worker died is sent again (same webhook-id) after it.
+WEBHOOK_CLAIM_SECONDS = envint("WEBHOOK_CLAIM_SECONDS", 120, minimum=1)
 # Seconds before each attempt, counted from the previous failure: at once, then 5 s, 5 min,
 # 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h (a day of retries, as Standard Webhooks senders do);
 # each delay gets ±10 % jitter. Tests shorten it.

@@ -17,8 +17,9 @@ are ``WebhookMessage`` rows, sent by one engine:
   the endpoint and stops; a URL the outbound guard refuses (``notifications.ssrf``) fails at once.
 * **At least once, never lost** — ``next_attempt_at`` on the row is the truth. Every sender
   (the after-commit enqueue, the beat sweep, a replay) claims the row with a conditional UPDATE
-  before sending; a claim whose worker died expires after ``CLAIM_SECONDS`` and the sweep takes
-  the row again. So a crash can repeat an attempt (same ``webhook-id``), never drop a message.
+  before sending; a claim whose worker died expires after ``WEBHOOK_CLAIM_SECONDS`` and the
+  sweep takes the row again. So a crash can repeat an attempt (same ``webhook-id``), never
+  drop a message.
 * **Record** — every attempt is a ``WebhookAttempt``: status, duration, the start of the
   response body, or the error. A failed message can be replayed (API, console): one more attempt
   now, same ``webhook-id``; a replay also re-enables an endpoint a 410 disabled.
@@ -62,8 +63,6 @@ logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = {"type": "system"}
 DECIDED = "escalation.decided"
 TERMINAL_EVENTS = frozenset({"decided", "expired", "cancelled"})
-# Longer than the HTTP timeout plus a busy queue: a live sender is never overtaken.
-CLAIM_SECONDS = 120
 RESPONSE_SNIPPET_BYTES = 1000
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 DUE_BATCH = 100
@@ -240,7 +239,7 @@ def webhook_message_claim(*, message_id: int) -> str | None:
         WebhookMessage.objects.filter(_claimable(now), pk=message_id).update(
             status=WebhookMessage.Status.SENDING,
             claim=claim,
-            claimed_until=now + timedelta(seconds=CLAIM_SECONDS),
+            claimed_until=now + timedelta(seconds=settings.WEBHOOK_CLAIM_SECONDS),
         )
         == 1
     )

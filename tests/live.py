@@ -71,13 +71,16 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout.strip()
 
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` with the stack's environment (``env`` overrides some of it)."""
         log = self.workdir / f"{name}.log"
         self.logs.append(log)
         process = subprocess.Popen(
             list(argv),
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
@@ -114,19 +117,50 @@ class Stack:
         self.start(
             "worker", celery, "-A", "awaithuman", "worker", "--pool", "solo", "--loglevel", "INFO"
         )
-        self.start(
-            "beat",
-            celery,
-            "-A",
-            "awaithuman",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(self.workdir / "beat-schedule"),
-        )
+        self.beat()
         self._wait_for_log("worker.log", " ready.")
         self._wait_for_log("beat.log", "Scheduler: Sending due task")
+
+    def worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One Celery worker in a single process (the solo pool), so that killing its pid kills
+        every task it runs; returns once it is ready."""
+        process = self.start(
+            name, str(BIN / "celery"), "-A", "awaithuman", "worker", "--pool", "solo",
+            "--loglevel", "INFO", "--hostname", f"{name}@%h", env=env,
+        )  # fmt: skip
+        self._wait_for_log(f"{name}.log", " ready.")
+        return process
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        return self.start(
+            "beat", str(BIN / "celery"), "-A", "awaithuman", "beat", "--loglevel", "INFO",
+            "--schedule", str(self.workdir / "beat-schedule"),
+        )  # fmt: skip
+
+    def use_smtp(self, host: str, port: int, **extra: str) -> None:
+        """Send e-mail through the SMTP server at ``host:port``; ``extra`` settings too."""
+        self.env.update(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST=host,
+            EMAIL_PORT=str(port),
+            **extra,
+        )
+
+    def until(self, condition: Any, timeout: float, what: str) -> None:
+        """Poll ``condition`` until it holds; fail with every process's log if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what} did not happen within {timeout}s:\n{self.output()}")
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of ``query`` on the stack's own PostgreSQL database."""
+        import psycopg
+
+        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as connection:
+            return connection.execute(query, params).fetchall()
 
     def _wait_for_log(self, name: str, text: str, timeout: float = 60) -> None:
         log = self.workdir / name

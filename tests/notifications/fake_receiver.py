@@ -3,6 +3,7 @@ records every request, and counts every TCP connection it accepts (the SSRF test
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+
+    def json_body(self) -> Any:
+        return json.loads(self.body)
 
     @property
     def webhook_id(self) -> str:

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.live import BIN, Stack, embedded_stack, production_stack, redis_process
+from tests.live import Stack, embedded_stack, production_stack, redis_process
 
 from .conftest import SmtpServer, text_and_html
 
@@ -27,15 +27,6 @@ REQUEST = {
     "context": {"reasoning": "The customer was charged twice."},
 }
 OPERATOR = "owner@live.test"
-
-
-def _use_smtp(stack: Stack, server: SmtpServer, **extra: str) -> None:
-    stack.env.update(
-        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-        EMAIL_HOST=server.host,
-        EMAIL_PORT=str(server.port),
-        **extra,
-    )
 
 
 def _create(base: str, key: str, **overrides: Any) -> dict[str, Any]:
@@ -49,20 +40,11 @@ def _create(base: str, key: str, **overrides: Any) -> dict[str, Any]:
     return response.json()
 
 
-def _until(condition: Any, timeout: float, what: str, stack: Stack) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout}s:\n{stack.output()}")
-
-
 def test_the_emailed_link_approves_and_the_waiting_agent_returns(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
     with embedded_stack(tmp_path) as stack:
-        _use_smtp(stack, smtp_server)
+        stack.use_smtp(smtp_server.host, smtp_server.port)
         org = stack.organization()
         base = stack.daphne()
         escalation = _create(base, org["agent_key"])
@@ -78,7 +60,7 @@ def test_the_emailed_link_approves_and_the_waiting_agent_returns(
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        _until(lambda: smtp_server.inbox.to(OPERATOR), 10, "the e-mail", stack)
+        stack.until(lambda: smtp_server.inbox.to(OPERATOR), 10, "the e-mail")
         (message,) = smtp_server.inbox.to(OPERATOR)
         text, _ = text_and_html(message)
         approve = re.search(r"Approve:\s+(\S+)", text).group(1)  # type: ignore[union-attr]
@@ -107,26 +89,17 @@ def _deliveries(stack: Stack) -> list[tuple[str, int]]:
         ).fetchall()
 
 
-def _worker(stack: Stack, name: str) -> Any:
-    process = stack.start(
-        name, str(BIN / "celery"), "-A", "awaithuman", "worker", "--pool", "solo",
-        "--loglevel", "INFO", "--hostname", f"{name}@%h",
-    )  # fmt: skip
-    stack._wait_for_log(f"{name}.log", " ready.")
-    return process
-
-
 @pytest.mark.services
 def test_a_celery_worker_delivers_the_email_exactly_once(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
     with production_stack(tmp_path) as stack:
-        _use_smtp(stack, smtp_server)
+        stack.use_smtp(smtp_server.host, smtp_server.port)
         org = stack.organization()
         base = stack.daphne()
         stack.celery()
         _create(base, org["agent_key"])
-        _until(lambda: smtp_server.inbox.to(OPERATOR), 20, "the e-mail", stack)
+        stack.until(lambda: smtp_server.inbox.to(OPERATOR), 20, "the e-mail")
         time.sleep(3)  # a duplicate would have arrived by now
         assert len(smtp_server.inbox.to(OPERATOR)) == 1
         assert _deliveries(stack) == [("sent", 1)]
@@ -138,29 +111,26 @@ def test_a_worker_killed_mid_send_still_delivers_exactly_once(
 ) -> None:
     smtp_server.inbox.stall_first_data = True
     with production_stack(tmp_path) as stack:
-        _use_smtp(
-            stack,
-            smtp_server,
+        stack.use_smtp(
+            smtp_server.host,
+            smtp_server.port,
             NOTIFICATION_DELIVERY_LEASE_SECONDS="3",
             NOTIFICATION_SWEEP_SECONDS="1",
         )
         org = stack.organization()
         base = stack.daphne()
-        first = _worker(stack, "worker-1")
-        stack.start(
-            "beat", str(BIN / "celery"), "-A", "awaithuman", "beat", "--loglevel", "INFO",
-            "--schedule", str(tmp_path / "beat-schedule"),
-        )  # fmt: skip
+        first = stack.worker("worker-1")
+        stack.beat()
         _create(base, org["agent_key"])
 
-        _until(smtp_server.inbox.stalled.is_set, 20, "the first SMTP DATA", stack)
+        stack.until(smtp_server.inbox.stalled.is_set, 20, "the first SMTP DATA")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         assert smtp_server.inbox.to(OPERATOR) == []
         assert _deliveries(stack) == [("sending", 1)]
 
-        _worker(stack, "worker-2")
-        _until(lambda: smtp_server.inbox.to(OPERATOR), 30, "the e-mail after the restart", stack)
+        stack.worker("worker-2")
+        stack.until(lambda: smtp_server.inbox.to(OPERATOR), 30, "the e-mail after the restart")
         time.sleep(4)  # past another lease and several sweeps: nothing is sent twice
         assert len(smtp_server.inbox.to(OPERATOR)) == 1
         assert _deliveries(stack) == [("sent", 2)]
@@ -190,34 +160,31 @@ def test_a_worker_killed_mid_fan_out_resends_at_most_the_message_in_flight(
     the one that was in flight again (under the same Message-ID)."""
     smtp_server.inbox.stall_after = 10
     with production_stack(tmp_path) as stack:
-        _use_smtp(
-            stack,
-            smtp_server,
+        stack.use_smtp(
+            smtp_server.host,
+            smtp_server.port,
             NOTIFICATION_DELIVERY_LEASE_SECONDS="3",
             NOTIFICATION_SWEEP_SECONDS="1",
         )
         org = stack.organization()
         recipients = [OPERATOR, *_add_operators(stack, 29)]
         base = stack.daphne()
-        first = _worker(stack, "worker-1")
-        stack.start(
-            "beat", str(BIN / "celery"), "-A", "awaithuman", "beat", "--loglevel", "INFO",
-            "--schedule", str(tmp_path / "beat-schedule"),
-        )  # fmt: skip
+        first = stack.worker("worker-1")
+        stack.beat()
         _create(base, org["agent_key"])
 
-        _until(smtp_server.inbox.stalled.is_set, 30, "the eleventh SMTP DATA", stack)
+        stack.until(smtp_server.inbox.stalled.is_set, 30, "the eleventh SMTP DATA")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         smtp_server.inbox.release.set()
         assert [status for status, _ in _deliveries(stack)].count("sent") == 10
 
-        _worker(stack, "worker-2")
+        stack.worker("worker-2")
 
         def everyone_has_one() -> bool:
             return all(smtp_server.inbox.to(address) for address in recipients)
 
-        _until(everyone_has_one, 60, "an e-mail to every recipient", stack)
+        stack.until(everyone_has_one, 60, "an e-mail to every recipient")
         time.sleep(4)  # past another lease and several sweeps
         received = {address: smtp_server.inbox.to(address) for address in recipients}
         repeats = {address: found for address, found in received.items() if len(found) > 1}
@@ -237,8 +204,11 @@ def test_redis_stopped_for_30_seconds_and_restarted_loses_no_delivery(
         redis_process(tmp_path) as redis_server,
         production_stack(tmp_path, redis_url=redis_server.url) as stack,
     ):
-        _use_smtp(
-            stack, smtp_server, NOTIFICATION_SWEEP_SECONDS="1", NOTIFICATION_LOST_TASK_SECONDS="5"
+        stack.use_smtp(
+            smtp_server.host,
+            smtp_server.port,
+            NOTIFICATION_SWEEP_SECONDS="1",
+            NOTIFICATION_LOST_TASK_SECONDS="5",
         )
         org = stack.organization()
         base = stack.daphne()
@@ -250,11 +220,11 @@ def test_redis_stopped_for_30_seconds_and_restarted_loses_no_delivery(
 
         for title in titles[:2]:
             _create(base, org["agent_key"], title=title)
-        _until(lambda: len(received()) == 2, 20, "the e-mails before the outage", stack)
+        stack.until(lambda: len(received()) == 2, 20, "the e-mails before the outage")
 
         smtp_server.inbox.stall_first_data = True  # the next send hangs: its task stays queued
         _create(base, org["agent_key"], title=titles[2])
-        _until(smtp_server.inbox.stalled.is_set, 20, "the third e-mail's SMTP DATA", stack)
+        stack.until(smtp_server.inbox.stalled.is_set, 20, "the third e-mail's SMTP DATA")
         _create(base, org["agent_key"], title=titles[3])  # queued in Redis behind it
 
         outage = time.monotonic()
@@ -266,7 +236,7 @@ def test_redis_stopped_for_30_seconds_and_restarted_loses_no_delivery(
         assert len(received()) == 2, "nothing can be sent while the broker is down"
         redis_server.start()
 
-        _until(lambda: len(received()) == 6, 90, "every e-mail after the restart", stack)
+        stack.until(lambda: len(received()) == 6, 90, "every e-mail after the restart")
         time.sleep(4)  # past several sweeps: a duplicate would have arrived by now
         assert received() == sorted(f"[AwaitHuman] {title}" for title in titles)
         assert {status for status, _ in _deliveries(stack)} == {"sent"}

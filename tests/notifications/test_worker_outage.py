@@ -20,7 +20,7 @@ from tests.live import BIN, need_services, production_stack
 from tests.proxy import tcp_proxy
 
 from .conftest import SmtpServer
-from .test_live import OPERATOR, REQUEST, _until, _use_smtp
+from .test_live import OPERATOR, REQUEST
 
 pytestmark = pytest.mark.services
 
@@ -35,9 +35,9 @@ def test_a_loaded_worker_survives_redis_going_away_and_delivers_everything(
     with tcp_proxy(redis_url.port or 6379) as proxy:
         proxied = redis_url._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
         with production_stack(tmp_path, redis_url=proxied) as stack:
-            _use_smtp(
-                stack,
-                smtp_server,
+            stack.use_smtp(
+                smtp_server.host,
+                smtp_server.port,
                 NOTIFICATION_SWEEP_SECONDS="1",
                 NOTIFICATION_LOST_TASK_SECONDS="5",
             )
@@ -48,10 +48,7 @@ def test_a_loaded_worker_survives_redis_going_away_and_delivers_everything(
                 "worker", celery, "-A", "awaithuman", "worker", "--loglevel", "INFO",
                 "--concurrency", "2", *WORKER_FLAGS,
             )  # fmt: skip
-            stack.start(
-                "beat", celery, "-A", "awaithuman", "beat", "--loglevel", "INFO",
-                "--schedule", str(tmp_path / "beat-schedule"),
-            )  # fmt: skip
+            stack.beat()
             stack._wait_for_log("worker.log", " ready.")
             created: list[str] = []
             stop = threading.Event()
@@ -86,6 +83,6 @@ def test_a_loaded_worker_survives_redis_going_away_and_delivers_everything(
             def all_sent() -> bool:
                 return len(smtp_server.inbox.to(OPERATOR)) >= len(created)
 
-            _until(all_sent, 120, f"all {len(created)} e-mails", stack)
+            stack.until(all_sent, 120, f"all {len(created)} e-mails")
             assert worker.poll() is None, stack.output()
             assert "Unrecoverable error" not in (tmp_path / "worker.log").read_text()
