@@ -1,10 +1,10 @@
 """Notifying people: fan-out of an escalation event to deliveries, sending them, contact points.
 
-Fan-out (``deliveries_fan_out``) turns one escalation event into one ``Delivery`` per target
-person — to their first usable contact point, or to every one for the priorities their rule
-says (``NotificationPreference.all_points_for``) — in one transaction with its audit event, and
-queues a send task per delivery after commit. The constraints on ``Delivery`` make a repeated
-event (a retried hook, two tickers) create nothing twice.
+Fan-out (``deliveries_fan_out_many``) turns each escalation event of a batch into one
+``Delivery`` per target person — to their first usable contact point, or to every one for the
+priorities their rule says (``NotificationPreference.all_points_for``) — in one transaction with
+its audit event, and queues the send tasks after commit. The constraints on ``Delivery`` make a
+repeated event (a retried hook, two tickers) create nothing twice.
 
 Sending (``deliveries_send``: one event's deliveries together; ``delivery_send``: one) claims
 the rows with a conditional UPDATE, checks that the escalation still waits at each delivery's
@@ -56,6 +56,8 @@ NOTIFYING_EVENTS = {
     "reminder": "reminder",
     "deadline_warning": "deadline_warning",
 }
+# Deliveries per send task, at most (an escalation's are never split).
+SEND_TASK_DELIVERIES = 20
 # Quiet hours keep these channels; everything else waits for an urgent escalation.
 QUIET_CHANNELS = frozenset({"email"})
 
@@ -415,13 +417,21 @@ def _insert_new(rows: list[Delivery]) -> list[Delivery]:
 
 
 def _enqueue_after_commit(created: list[Delivery]) -> None:
-    """After commit, one send task per escalation: its deliveries go out together."""
+    """After commit, queue the sends: an escalation's deliveries go out together, in tasks of
+    about ``SEND_TASK_DELIVERIES`` — a burst of a thousand creates is a few dozen tasks to
+    publish and run, not a thousand."""
     from .tasks import deliver_many
 
-    per_escalation: dict[int, list[int]] = {}
-    for row in created:
-        per_escalation.setdefault(row.escalation_id, []).append(row.pk)
-    calls = [(ids,) for ids in per_escalation.values()]
+    calls: list[tuple[list[int]]] = []
+    chunk: list[int] = []
+    escalation_id = None
+    for row in sorted(created, key=lambda row: (row.escalation_id, row.pk)):
+        if len(chunk) >= SEND_TASK_DELIVERIES and row.escalation_id != escalation_id:
+            calls.append((chunk,))
+            chunk = []
+        chunk.append(row.pk)
+        escalation_id = row.escalation_id
+    calls.append((chunk,))
     transaction.on_commit(lambda: enqueue(deliver_many, *calls))
 
 
@@ -483,8 +493,8 @@ def deliveries_send(delivery_ids: list[int]) -> dict[int, Delivery | RetryLater 
     """Send the deliveries that are this caller's to send; each one's outcome by id (None when
     another worker has it or it is not due).
 
-    The deliveries of one fan-out event travel in one task (``tasks.deliver_many``): one claim
-    and one load for all of them, then each provider call followed at once by its own short
+    A fan-out's deliveries travel in a few tasks (``tasks.deliver_many``): one claim and one
+    load for all of a task's deliveries, then each provider call followed at once by its own short
     transaction that records the send with its audit event. A worker killed mid-batch has
     recorded every send that went out before the one in flight; only that one (its row still
     ``sending`` when its lease ends) is sent again by the sweep, with the same message identity

@@ -30,7 +30,7 @@ def deliver(self: Task, delivery_id: int) -> str:
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
 def deliver_many(self: Task, delivery_ids: list[int]) -> str:
-    """Send one fan-out event's deliveries together (``services.deliveries_send``); each
+    """Send a fan-out's deliveries together (``services.deliveries_send``); each
     transient failure is retried on its own by ``deliver`` after its backoff (eagerly, by the
     sweep). Returns a summary for the worker's log, e.g. "sent 3"."""
     outcomes = services.deliveries_send(delivery_ids)
