@@ -12,6 +12,9 @@ DAPHNE_ENDPOINT ?= tcp:port=$(PORT):interface=$(HOST):backlog=1024
 # Links printed by seed_demo and put in e-mails point at this server unless told otherwise.
 AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
+# `make test` leaves out the tests marked slow (minutes of real waiting, on purpose); CI runs them.
+PYTEST_ARGS ?= -m "not slow"
+
 .PHONY: run test setup migrate lint format bench clean
 
 $(BIN)/python:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -90,6 +91,7 @@ async def test_a_slow_approval_completes_in_short_calls(live, operator, run_id):
     assert lag < 2  # the pending call in flight returned as soon as the human decided
 
 
+@pytest.mark.slow
 async def test_a_two_minute_approval_never_exceeds_the_mcp_limit(live, operator, run_id):
     result, durations, lag = await approve_through_mcp(
         live, operator, run_id, budget=None, delay=120

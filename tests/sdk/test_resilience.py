@@ -1,5 +1,6 @@
 """The SDK outlasts what real deployments do to it: a server restart in the middle of a wait,
-and a storm of 429s from a tight per-key rate limit. Each test has its own server."""
+and a storm of 429s from a tight per-key rate limit. Each test has its own server and takes
+most of a minute of real time: they are marked slow (CI runs them; ``make test`` does not)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import time
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from awaithuman_sdk import AwaitHuman
 
 from tests.live import embedded_stack
 from tests.sdk.conftest import REFUND, Background, start_live
 
 
+@pytest.mark.slow
 def test_the_sdk_survives_a_server_restart_mid_wait(tmp_path):
     with embedded_stack(tmp_path) as stack:
         live = start_live(stack)
@@ -47,6 +50,7 @@ def test_the_sdk_survives_a_server_restart_mid_wait(tmp_path):
         assert [e.id for e in client.list(external_id="restart-1")] == [escalation["id"]]
 
 
+@pytest.mark.slow
 def test_a_429_storm_is_ridden_out_without_duplicates(tmp_path):
     # 5 requests per 2-second window per key, for the agent and the operator alike.
     with embedded_stack(tmp_path) as stack:
