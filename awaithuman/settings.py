@@ -503,22 +503,29 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# LOG_FORMAT=text (default): one readable line per event. LOG_FORMAT=json: one JSON object per
+# line (python-json-logger) for log shippers, with the same request, organization, escalation
+# and trace ids as fields.
+LOG_FORMAT = envstr("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_context": {"()": "awaithuman.middleware.RequestContextFilter"}},
     "formatters": {
-        "line": {
+        "text": {
             "format": (
                 "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s "
                 "org=%(organization)s escalation=%(escalation)s %(message)s"
             ),
         },
+        "json": {"()": "awaithuman.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "line",
+            "formatter": LOG_FORMAT,
             "filters": ["request_context"],
         },
     },
@@ -530,3 +537,6 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+# Celery replaces the root logger's handlers in a worker unless told not to; JSON lines need
+# ours.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT == "text"
