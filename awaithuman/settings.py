@@ -12,6 +12,7 @@ Every variable is listed in ``.env.example``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -81,6 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "awaithuman.middleware.RequestIdMiddleware",
+    "awaithuman.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -290,6 +292,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Per-key rate limit (requests per window); a key may carry its own limit.
 RATE_LIMIT_DEFAULT = envint("RATE_LIMIT_DEFAULT", 600, minimum=1)
 RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+
+# --- Metrics (awaithuman/metrics.py, docs/operations.md) ------------------------------------
+# /metrics answers a scraper that sends METRICS_TOKEN as a bearer token or connects from an
+# address in METRICS_ALLOW_FROM (IPs or CIDRs); with neither set, nobody. Several processes
+# share their samples through PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself).
+METRICS_TOKEN = envstr("METRICS_TOKEN")
+METRICS_ALLOW_FROM = envlist("METRICS_ALLOW_FROM", [])
+for _network in METRICS_ALLOW_FROM:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"METRICS_ALLOW_FROM: {error}") from None
+# One series per organization for the escalation counters: off unless the operator opts in.
+METRICS_ORGANIZATION_LABELS = envbool("METRICS_ORGANIZATION_LABELS", default=False)
 
 # The live queue's sockets close at once on sign-out; this re-check catches sessions that end
 # without one (deleted, expired, a password changed elsewhere).

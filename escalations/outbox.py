@@ -32,6 +32,7 @@ from django.db.models import Exists, Min, OuterRef, Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from awaithuman import metrics
 
 from . import hooks
 from .models import OutboxEvent
@@ -94,6 +95,7 @@ def outbox_dispatch(*, limit: int = BATCH_SIZE) -> int:
         if not claimed:
             return 0
         rows = _in_order(claimed)
+        metrics.outbox_dispatched([row.available_at for row in rows], now)
         by_consumer: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             by_consumer[row.consumer].append(row)
