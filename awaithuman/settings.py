@@ -25,6 +25,22 @@ from django.core.exceptions import ImproperlyConfigured
 from .env import envbool, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Templates and static files ship inside the package (awaithuman/templates and awaithuman/static
+# link to the checkout's folders), so an installed wheel has them too.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _data_dir() -> Path:
+    """Where the embedded default keeps its SQLite file, secret key, demo credentials and
+    collected static files: ``AWAITHUMAN_DATA_DIR``; else the checkout (``make run``); else, for
+    an installed ``awaithuman`` command, the folder it is started in."""
+    configured = envstr("AWAITHUMAN_DATA_DIR")
+    if configured:
+        return Path(configured).resolve()
+    return BASE_DIR if (BASE_DIR / "manage.py").exists() else Path.cwd()
+
+
+DATA_DIR = _data_dir()
 
 DATABASE_URL = envstr("DATABASE_URL")
 REDIS_URL = envstr("REDIS_URL")
@@ -44,7 +60,7 @@ def _secret_key() -> str:
         if len(key) < 50:
             raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
         return key
-    path = BASE_DIR / ".secret_key"
+    path = DATA_DIR / ".secret_key"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(64))
         path.chmod(0o600)
@@ -105,7 +121,7 @@ WSGI_APPLICATION = None
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [PACKAGE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -121,7 +137,7 @@ TEMPLATES = [
 # --- Database ---
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        DATABASE_URL or f"sqlite:///{DATA_DIR / 'db.sqlite3'}", conn_max_age=0
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -457,8 +473,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [PACKAGE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from finders too; it only needs the folder
 WHITENOISE_USE_FINDERS = True
 
