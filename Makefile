@@ -12,7 +12,7 @@ DAPHNE_ENDPOINT ?= tcp:port=$(PORT):interface=$(HOST):backlog=1024
 # Links printed by seed_demo and put in e-mails point at this server unless told otherwise.
 AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: run test setup migrate lint format bench clean
+.PHONY: run prod test setup migrate lint format bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "AwaitHuman needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11"'
@@ -32,6 +32,19 @@ migrate: setup
 run: migrate
 	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/python manage.py seed_demo
 	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/daphne -e $(DAPHNE_ENDPOINT) awaithuman.asgi:application
+
+# Production on this machine: WEB web processes (ports PORT, PORT+1, …), a worker and beat,
+# against DATABASE_URL and REDIS_URL, after migrate and collectstatic (README "Production").
+WEB ?= 2
+METRICS_DIR ?= $(CURDIR)/.prometheus-multiproc
+prod: setup
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || \
+		{ echo "make prod needs DATABASE_URL and REDIS_URL (README: Run modes)" >&2; exit 1; }
+	$(BIN)/awaithuman migrate
+	$(BIN)/awaithuman manage collectstatic --noinput --verbosity 0
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PATH=$(CURDIR)/$(BIN):$$PATH PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) \
+		$(BIN)/honcho start --no-colour -f Procfile -p $(PORT) -c web=$(WEB),worker=1,beat=1
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -54,4 +67,4 @@ bench: setup
 	$(BIN)/python -m bench.embedded_burst
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*
+	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3* .prometheus-multiproc

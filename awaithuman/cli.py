@@ -6,6 +6,7 @@
     awaithuman beat                        Celery beat (one per deployment)
     awaithuman migrate                     apply database migrations
     awaithuman check [--deploy]            Django's system checks
+    awaithuman manage COMMAND [ARGS]       any manage.py command (collectstatic, createorg, …)
 
 Every subcommand reads the same environment as ``manage.py`` (README "Environment variables").
 Settings are read once per process, so anything a subcommand derives from its options (the
@@ -92,6 +93,13 @@ def check(options: argparse.Namespace) -> None:
     _manage("check", *(["--deploy"] if options.deploy else []))
 
 
+def manage(options: argparse.Namespace) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "awaithuman.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["awaithuman manage", *options.arguments])
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="awaithuman", description=__doc__.split("\n")[0])
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("check", help="Django's system checks")
     sub.add_argument("--deploy", action="store_true", help="include the deployment checks")
     sub.set_defaults(run=check)
+
+    sub = commands.add_parser("manage", help="any manage.py command, for installs without one")
+    sub.add_argument("arguments", nargs=argparse.REMAINDER, help="the command and its options")
+    sub.set_defaults(run=manage)
     return root
 
 
