@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -46,6 +47,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -54,6 +56,18 @@ from awaithuman.problems import problem_response
 
 # The ``…_created`` timestamp series double the exposition and no dashboard here reads them.
 disable_created_metrics()
+
+
+def _process_identifier() -> str:
+    """Names this process's sample files: host name and pid, not the pid alone, so that
+    containers sharing one folder (compose.yaml: web, worker and beat on a shared volume), each
+    with its own pid 1, never write to the same file."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Before the first metric below is made: each takes its value class when it is created.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
 PER_ORGANIZATION = settings.METRICS_ORGANIZATION_LABELS
 _ORG = ("organization",) if PER_ORGANIZATION else ()
