@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python -m bench.queue_fanout
 	$(BIN)/python -m bench.notification_fanout
 	$(BIN)/python -m bench.embedded_burst
+	$(BIN)/python -m bench.metrics_overhead
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3* .prometheus-multiproc

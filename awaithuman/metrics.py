@@ -31,9 +31,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 from django.db import transaction
 from django.db.models import Count, Min
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -69,6 +70,9 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Before the first metric below is made: each takes its value class when it is created.
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
+# METRICS_ENABLED=0 turns counting off (every call below returns at once) and /metrics away;
+# bench/metrics_overhead.py compares the two.
+ENABLED = settings.METRICS_ENABLED
 PER_ORGANIZATION = settings.METRICS_ORGANIZATION_LABELS
 _ORG = ("organization",) if PER_ORGANIZATION else ()
 
@@ -147,12 +151,16 @@ def _organization(escalation: Any) -> tuple[str, ...]:
 
 
 def escalation_created(escalation: Any, *, policy_outcome: str) -> None:
+    if not ENABLED:
+        return
     transaction.on_commit(
         ESCALATIONS_CREATED.labels(policy_outcome, *_organization(escalation)).inc
     )
 
 
 def escalation_decided(escalation: Any, *, outcome: str, decided_by: str) -> None:
+    if not ENABLED:
+        return
     decided = ESCALATIONS_DECIDED.labels(outcome, decided_by, *_organization(escalation))
     duration = TIME_TO_DECISION.labels(decided_by)
     seconds = max(0.0, (timezone.now() - escalation.created_at).total_seconds())
@@ -166,9 +174,10 @@ def escalation_decided(escalation: Any, *, outcome: str, decided_by: str) -> Non
 
 def waiter_parked(*, pending: bool) -> bool:
     """A long-poll starts waiting if its escalation is ``pending``; returns whether it did."""
-    if pending:
-        WAITERS_PARKED.inc()
-    return pending
+    if not ENABLED or not pending:
+        return False
+    WAITERS_PARKED.inc()
+    return True
 
 
 def waiter_unparked(decision: dict[str, Any] | None) -> None:
@@ -181,24 +190,34 @@ def waiter_unparked(decision: dict[str, Any] | None) -> None:
 
 
 def delivery_result(*, channel: str, result: str) -> None:
+    if not ENABLED:
+        return
     DELIVERIES.labels(channel, result).inc()
 
 
 def callback_attempted(*, kind: str, succeeded: bool) -> None:
+    if not ENABLED:
+        return
     CALLBACK_ATTEMPTS.labels(kind, "success" if succeeded else "failure").inc()
 
 
 def outbox_dispatched(due_since: list[datetime], now: datetime) -> None:
+    if not ENABLED:
+        return
     for available_at in due_since:
         OUTBOX_DISPATCH_DELAY.observe(max(0.0, (now - available_at).total_seconds()))
 
 
 def timers_acted(due_since: list[datetime], now: datetime) -> None:
+    if not ENABLED:
+        return
     for next_action_at in due_since:
         TIMER_DELAY.observe(max(0.0, (now - next_action_at).total_seconds()))
 
 
 def rate_limit_refused() -> None:
+    if not ENABLED:
+        return
     RATE_LIMIT_REFUSALS.inc()
 
 
@@ -207,6 +226,8 @@ class RequestMetricsMiddleware:
     never its path, so ids never become label values."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        if not ENABLED:
+            raise MiddlewareNotUsed
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -312,6 +333,8 @@ def _bearer_ok(request: HttpRequest) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """``/metrics``: for a scraper that sends ``METRICS_TOKEN`` as a bearer token or connects
     from an address in ``METRICS_ALLOW_FROM``; refused otherwise (and when neither is set)."""
+    if not ENABLED:
+        raise Http404("Metrics are turned off (METRICS_ENABLED=0).")
     if not (_bearer_ok(request) or _allowed_address(request.META.get("REMOTE_ADDR", ""))):
         return problem_response(
             status_code=401,

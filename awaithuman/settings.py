@@ -313,6 +313,7 @@ RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 # /metrics answers a scraper that sends METRICS_TOKEN as a bearer token or connects from an
 # address in METRICS_ALLOW_FROM (IPs or CIDRs); with neither set, nobody. Several processes
 # share their samples through PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself).
+METRICS_ENABLED = envbool("METRICS_ENABLED", default=True)
 METRICS_TOKEN = envstr("METRICS_TOKEN")
 METRICS_ALLOW_FROM = envlist("METRICS_ALLOW_FROM", [])
 for _network in METRICS_ALLOW_FROM:
