@@ -93,9 +93,7 @@ def until(condition: Any, what: str, stack: Stack, timeout: float = 45) -> Any:
         if result:
             return result
         time.sleep(0.2)
-    raise AssertionError(
-        f"{what} did not happen within {timeout}s:\n{stack.output()}\n{COLLECTED}"
-    )
+    raise AssertionError(f"{what} did not happen within {timeout}s:\n{stack.output()}\n{COLLECTED}")
 
 
 def test_create_and_notification_share_a_trace_as_do_decision_and_callback(
