@@ -8,7 +8,6 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 
 FIELDS = [
-    "asctime",
     "levelname",
     "name",
     "message",
@@ -31,7 +30,9 @@ class JsonFormatter(BaseJsonFormatter):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             FIELDS,
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            rename_fields={"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC.
+            timestamp="time",
             reserved_attrs=[*RESERVED_ATTRS, "color_message", "request"],
             **kwargs,
         )
