@@ -15,7 +15,7 @@ AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 # `make test` leaves out the tests marked slow (minutes of real waiting, on purpose); CI runs them.
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: run test setup migrate lint format bench clean
+.PHONY: run prod test setup migrate lint format bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "AwaitHuman needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11"'
@@ -36,6 +36,19 @@ run: migrate
 	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/python manage.py seed_demo
 	AWAITHUMAN_BASE_URL=$(AWAITHUMAN_BASE_URL) $(BIN)/daphne -e $(DAPHNE_ENDPOINT) awaithuman.asgi:application
 
+# Production on this machine: WEB web processes (ports PORT, PORT+1, …), a worker and beat,
+# against DATABASE_URL and REDIS_URL, after migrate and collectstatic (README "Production").
+WEB ?= 2
+METRICS_DIR ?= $(CURDIR)/.prometheus-multiproc
+prod: setup
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || \
+		{ echo "make prod needs DATABASE_URL and REDIS_URL (README: Run modes)" >&2; exit 1; }
+	$(BIN)/awaithuman migrate
+	$(BIN)/awaithuman manage collectstatic --noinput --verbosity 0
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PATH=$(CURDIR)/$(BIN):$$PATH PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) \
+		$(BIN)/honcho start --no-colour -f Procfile -p $(PORT) -c web=$(WEB),worker=1,beat=1
+
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -55,6 +68,7 @@ bench: setup
 	$(BIN)/python -m bench.queue_fanout
 	$(BIN)/python -m bench.notification_fanout
 	$(BIN)/python -m bench.embedded_burst
+	$(BIN)/python -m bench.metrics_overhead
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3*
+	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3* .prometheus-multiproc

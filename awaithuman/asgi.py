@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "awaithuman.settings")
-django_application = get_asgi_application()
+# What get_asgi_application does, with tracing set up (if on) before Django's handler loads its
+# middleware: the Django instrumentation adds its own.
+django.setup(set_prefix=False)
+from awaithuman.telemetry import telemetry_setup  # noqa: E402
+
+telemetry_setup()
+django_application = ASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

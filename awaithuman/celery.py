@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "awaithuman.settings")
@@ -21,6 +22,15 @@ logger = logging.getLogger(__name__)
 app = Celery("awaithuman")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _trace_worker_process(**kwargs: Any) -> None:
+    """Tracing (if on) starts in each pool process, after the fork: the exporter's thread
+    would not survive it."""
+    from awaithuman.telemetry import telemetry_setup
+
+    telemetry_setup()
 
 
 def enqueue(task: Any, *calls: tuple[Any, ...]) -> int:

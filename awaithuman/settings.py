@@ -12,6 +12,7 @@ Every variable is listed in ``.env.example``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -24,6 +25,22 @@ from django.core.exceptions import ImproperlyConfigured
 from .env import envbool, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Templates and static files ship inside the package (awaithuman/templates and awaithuman/static
+# link to the checkout's folders), so an installed wheel has them too.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _data_dir() -> Path:
+    """Where the embedded default keeps its SQLite file, secret key, demo credentials and
+    collected static files: ``AWAITHUMAN_DATA_DIR``; else the checkout (``make run``); else, for
+    an installed ``awaithuman`` command, the folder it is started in."""
+    configured = envstr("AWAITHUMAN_DATA_DIR")
+    if configured:
+        return Path(configured).resolve()
+    return BASE_DIR if (BASE_DIR / "manage.py").exists() else Path.cwd()
+
+
+DATA_DIR = _data_dir()
 
 DATABASE_URL = envstr("DATABASE_URL")
 REDIS_URL = envstr("REDIS_URL")
@@ -43,7 +60,7 @@ def _secret_key() -> str:
         if len(key) < 50:
             raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
         return key
-    path = BASE_DIR / ".secret_key"
+    path = DATA_DIR / ".secret_key"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(64))
         path.chmod(0o600)
@@ -81,6 +98,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "awaithuman.middleware.RequestIdMiddleware",
+    "awaithuman.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -103,7 +121,7 @@ WSGI_APPLICATION = None
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [PACKAGE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -119,7 +137,7 @@ TEMPLATES = [
 # --- Database ---
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL or f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        DATABASE_URL or f"sqlite:///{DATA_DIR / 'db.sqlite3'}", conn_max_age=0
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -291,6 +309,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 RATE_LIMIT_DEFAULT = envint("RATE_LIMIT_DEFAULT", 600, minimum=1)
 RATE_LIMIT_WINDOW_SECONDS = envint("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 
+# --- Metrics (awaithuman/metrics.py, docs/operations.md) ------------------------------------
+# /metrics answers a scraper that sends METRICS_TOKEN as a bearer token or connects from an
+# address in METRICS_ALLOW_FROM (IPs or CIDRs); with neither set, nobody. Several processes
+# share their samples through PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself).
+METRICS_ENABLED = envbool("METRICS_ENABLED", default=True)
+METRICS_TOKEN = envstr("METRICS_TOKEN")
+METRICS_ALLOW_FROM = envlist("METRICS_ALLOW_FROM", [])
+for _network in METRICS_ALLOW_FROM:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"METRICS_ALLOW_FROM: {error}") from None
+# One series per organization for the escalation counters: off unless the operator opts in.
+METRICS_ORGANIZATION_LABELS = envbool("METRICS_ORGANIZATION_LABELS", default=False)
+
 # The live queue's sockets close at once on sign-out; this re-check catches sessions that end
 # without one (deleted, expired, a password changed elsewhere).
 QUEUE_SESSION_RECHECK_SECONDS = envint("QUEUE_SESSION_RECHECK_SECONDS", 15, minimum=1)
@@ -444,8 +477,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [PACKAGE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from finders too; it only needs the folder
 WHITENOISE_USE_FINDERS = True
 
@@ -506,22 +539,29 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# LOG_FORMAT=text (default): one readable line per event. LOG_FORMAT=json: one JSON object per
+# line (python-json-logger) for log shippers, with the same request, organization, escalation
+# and trace ids as fields.
+LOG_FORMAT = envstr("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_context": {"()": "awaithuman.middleware.RequestContextFilter"}},
     "formatters": {
-        "line": {
+        "text": {
             "format": (
                 "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s "
                 "org=%(organization)s escalation=%(escalation)s %(message)s"
             ),
         },
+        "json": {"()": "awaithuman.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "line",
+            "formatter": LOG_FORMAT,
             "filters": ["request_context"],
         },
     },
@@ -533,3 +573,6 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+# Celery replaces the root logger's handlers in a worker unless told not to; JSON lines need
+# ours.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT == "text"

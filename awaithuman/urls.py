@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from escalations import overview, receipts
 
-from . import health
+from . import health, metrics
 
 handler404 = "awaithuman.problems.not_found_view"
 handler500 = "awaithuman.problems.server_error_view"
@@ -14,6 +14,7 @@ handler500 = "awaithuman.problems.server_error_view"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path(".well-known/jwks.json", receipts.jwks_view, name="jwks"),
     path("api/v1/", include("escalations.urls")),
     path("api/v1/", include("notifications.callback_urls")),

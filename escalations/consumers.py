@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from awaithuman import metrics
 from awaithuman.middleware import new_request_id
 from awaithuman.problems import (
     DATABASE_RETRY_AFTER_SECONDS,
@@ -284,10 +285,12 @@ class WaitEndpoint:
         # Register (and be subscribed) before the first read, so no decision slips between.
         # Never longer than the wait itself: with Redis away, the deadline's re-read answers.
         future = await dispatcher.register(public_id, within=timeout)
+        parked = False
         try:
             reply = await in_thread(wait_open)(plaintext, public_id, body=timeout == 0)
             headers = dict(reply.headers)
             organization_id = reply.organization_id
+            parked = metrics.waiter_parked(pending=not reply.is_problem and not reply.terminal)
             while not reply.is_problem and not reply.terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and reply.body:
@@ -309,6 +312,8 @@ class WaitEndpoint:
                 reply = await reader.read(organization_id, public_id)
                 reply.headers = {**headers, **reply.headers}
         finally:
+            if parked:
+                metrics.waiter_unparked(reply.body.get("decision") if reply.terminal else None)
             dispatcher.unregister(public_id, future)
         return reply
 

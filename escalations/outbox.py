@@ -19,9 +19,11 @@ tried one by one so that only the failing event is retried later (with backoff) 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +34,7 @@ from django.db.models import Exists, Min, OuterRef, Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from awaithuman import metrics, telemetry
 
 from . import hooks
 from .models import OutboxEvent
@@ -51,12 +54,14 @@ def outbox_write(*, escalation_id: int, event: str, payload: dict[str, Any]) -> 
 def outbox_write_many(events: list[tuple[int, str, dict[str, Any]]]) -> None:
     """``outbox_write`` for many (escalation id, event, payload) triples, in one INSERT."""
     now = timezone.now()
+    # With tracing on, each row carries the trace of the change to the consumer (telemetry.py).
+    carrier = telemetry.trace_carrier()
     rows = [
         OutboxEvent(
             escalation_id=escalation_id,
             consumer=name,
             event=event,
-            payload=payload,
+            payload={**payload, telemetry.TRACE_KEY: carrier} if carrier else payload,
             created_at=now,
             available_at=now,
         )
@@ -94,6 +99,7 @@ def outbox_dispatch(*, limit: int = BATCH_SIZE) -> int:
         if not claimed:
             return 0
         rows = _in_order(claimed)
+        metrics.outbox_dispatched([row.available_at for row in rows], now)
         by_consumer: dict[str, list[OutboxEvent]] = defaultdict(list)
         for row in rows:
             by_consumer[row.consumer].append(row)
@@ -145,7 +151,9 @@ def _run_consumer(
     events = [hooks.Event(row.escalation_id, row.event, row.payload) for row in rows]
     try:
         with transaction.atomic():
-            consumer.handle(events)
+            for carrier, run in _runs_by_trace(events):
+                with telemetry.continued(carrier, f"outbox {name}"):
+                    consumer.handle(run)
             _check_deferred()
         return [row.pk for row in rows], []
     except Exception:
@@ -159,7 +167,7 @@ def _run_consumer(
         if row.escalation_id in blocked:
             continue
         try:
-            with transaction.atomic():
+            with transaction.atomic(), telemetry.continued(_carrier(event), f"outbox {name}"):
                 consumer.handle([event])
                 _check_deferred()
         except Exception as exc:
@@ -193,6 +201,20 @@ def _check_deferred() -> None:
     connection = transaction.get_connection()
     if connection.vendor == "postgresql":
         connection.check_constraints()
+
+
+def _carrier(event: hooks.Event) -> dict[str, str] | None:
+    return event.payload.get(telemetry.TRACE_KEY)
+
+
+def _runs_by_trace(
+    events: list[hooks.Event],
+) -> Iterator[tuple[dict[str, str] | None, list[hooks.Event]]]:
+    """The batch cut into runs of consecutive events of one trace (order kept); without
+    tracing, the whole batch is one run."""
+    for _, run in itertools.groupby(events, key=lambda event: str(_carrier(event))):
+        run_events = list(run)
+        yield _carrier(run_events[0]), run_events
 
 
 def outbox_drain(*, limit: int = BATCH_SIZE) -> int:

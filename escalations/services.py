@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import audit_batch, audit_record
+from awaithuman import metrics
 from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR
@@ -191,6 +192,7 @@ def escalation_create(
             data={"policy": failure.policy_id, "error": failure.error},
         )
     _after_commit(escalation, "created")
+    metrics.escalation_created(escalation, policy_outcome=evaluation.outcome)
 
     if automatic:
         status = (
@@ -297,6 +299,7 @@ def _decision_audited(
     edited_arguments: Any = None,
     channel: str = "",
 ) -> None:
+    metrics.escalation_decided(escalation, outcome=status, decided_by=decided_by["type"])
     audit_record(
         organization_id=escalation.organization_id,
         action="escalation.decided",
@@ -527,6 +530,7 @@ def timers_due(now: datetime | None = None, *, batch: int = 1000) -> int:
                 .filter(status=Escalation.Status.PENDING, next_action_at__lte=now)
                 .order_by("next_action_at")[:batch]
             )
+            metrics.timers_acted([escalation.next_action_at for escalation in due], now)
             _expire_many([escalation for escalation in due if escalation.expires_at <= now], now)
             for escalation in due:
                 if escalation.expires_at > now:

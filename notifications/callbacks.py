@@ -46,6 +46,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
+from awaithuman import metrics
 from awaithuman.celery import enqueue
 from escalations import hooks
 from escalations.errors import conflict
@@ -307,6 +308,7 @@ def webhook_message_attempt(*, message_id: int, claim: str) -> None:
     }
     attempted_at = timezone.now()
     result = post(message.url, body, headers)
+    metrics.callback_attempted(kind=message.kind, succeeded=result.succeeded)
     with transaction.atomic():
         message.attempt_count += 1
         message.attempts.create(

@@ -36,6 +36,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from audit.services import audit_batch, audit_record
+from awaithuman import metrics
 from awaithuman.celery import enqueue
 from escalations import hooks
 from escalations.models import Escalation
@@ -578,6 +579,7 @@ def _delivery_sent(delivery: Delivery, provider_id: str) -> Delivery:
             last_error="",
         )
         if updated:
+            metrics.delivery_result(channel=delivery.channel, result="sent")
             delivery.status, delivery.provider_id, delivery.sent_at = (
                 Delivery.Status.SENT,
                 provider_id,
@@ -590,6 +592,7 @@ def _delivery_sent(delivery: Delivery, provider_id: str) -> Delivery:
 def _delivery_skipped(delivery: Delivery) -> Delivery:
     # Not audited: nothing was sent and nothing about the escalation changed.
     _mine(delivery).update(status=Delivery.Status.SKIPPED, claimed_until=None)
+    metrics.delivery_result(channel=delivery.channel, result="skipped")
     delivery.status = Delivery.Status.SKIPPED
     return delivery
 
@@ -608,6 +611,7 @@ def _delivery_failed(delivery: Delivery, error: TransportError) -> Delivery | Re
                 last_error=message,
             )
             if updated:
+                metrics.delivery_result(channel=delivery.channel, result="retrying")
                 _delivery_audit(
                     delivery, "delivery.attempt_failed", error=message, retry_in=round(delay, 1)
                 )
@@ -626,6 +630,7 @@ def _failed_for_good(
     """The rest of a final failure, once the row says ``failed``: a permanent error marks the
     contact point failing; audited; the person's next contact point is tried at once."""
     delivery.status, delivery.last_error = Delivery.Status.FAILED, message
+    metrics.delivery_result(channel=delivery.channel, result="failed")
     if error.permanent and delivery.contact_point_id is not None:
         ContactPoint.objects.filter(
             pk=delivery.contact_point_id, failing_since__isnull=True

@@ -33,6 +33,8 @@ from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from awaithuman import metrics
+
 POLICY_NAME = "key"
 # After a Redis error, count in-process for this long before trying Redis again.
 REDIS_RETRY_SECONDS = 5.0
@@ -94,6 +96,8 @@ def rate_limit_hit(key_id: str, limit: int | None = None) -> RateLimitState:
     limit = limit or settings.RATE_LIMIT_DEFAULT
     window = settings.RATE_LIMIT_WINDOW_SECONDS
     allowed, reset_time, remaining = _hit(RateLimitItemPerSecond(limit, window), key_id)
+    if not allowed:
+        metrics.rate_limit_refused()
     return RateLimitState(
         limit=limit,
         remaining=max(0, remaining),

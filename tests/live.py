@@ -99,6 +99,19 @@ class Stack:
             str(port),
             "awaithuman.asgi:application",
         )
+        return self._ready(port)
+
+    def serve(self, port: int | None = None) -> str:
+        """Start ``awaithuman serve`` (Uvicorn, the production web process) and wait for it."""
+        port = port or free_port()
+        self.start(
+            f"serve-{port}",
+            str(BIN / "python"), "-m", "awaithuman", "serve", "--host", "127.0.0.1",
+            "--port", str(port),
+        )  # fmt: skip
+        return self._ready(port)
+
+    def _ready(self, port: int) -> str:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -108,7 +121,7 @@ class Stack:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"daphne did not become ready:\n{self.output()}")
+        raise RuntimeError(f"the server on port {port} did not become ready:\n{self.output()}")
 
     def celery(self) -> None:
         """Start a worker and beat; return once both say they are running (their INFO lines),

@@ -130,14 +130,16 @@ ROUTES: dict[str, Route] = {
     "two_factor_disable": Route("/account/2fa/disable/", ("POST",), SIGNED_IN),
 }
 
-# Not the console: the agent API and its docs, provider webhooks, health checks, Django admin
-# (tests/tenants/test_admin_isolation.py) and allauth's own account pages.
+# Not the console: the agent API and its docs, provider webhooks, health checks, the metrics
+# scrape (tests/ops/test_metrics.py), Django admin (tests/tenants/test_admin_isolation.py) and
+# allauth's own account pages.
 NOT_CONSOLE = (
     "api/",
     "hooks/",
     "admin/",
     "healthz",
     "readyz",
+    "metrics",
     ".well-known/",
     "billing/stripe/webhook/",
 )

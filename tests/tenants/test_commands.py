@@ -157,7 +157,7 @@ def counts() -> dict[str, int]:
 
 
 def seed(tmp_path: Any) -> dict[str, str]:
-    with override_settings(BASE_DIR=tmp_path):
+    with override_settings(DATA_DIR=tmp_path):
         return json.loads(run("seed_demo", "--json"))
 
 
@@ -216,7 +216,7 @@ def test_seed_demo_issues_new_keys_when_the_saved_ones_are_lost(db, tmp_path):
 
 
 def test_seed_demo_without_json_prints_the_keys_and_a_curl(db, tmp_path):
-    with override_settings(BASE_DIR=tmp_path):
+    with override_settings(DATA_DIR=tmp_path):
         out = run("seed_demo")
     demo = json.loads((tmp_path / ".demo-credentials.json").read_text())
     assert demo["agent_key"] in out

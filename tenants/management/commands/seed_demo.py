@@ -27,7 +27,7 @@ AGENT_NAME = "support-bot"
 
 
 def credentials_path() -> Path:
-    return Path(settings.BASE_DIR) / ".demo-credentials.json"
+    return Path(settings.DATA_DIR) / ".demo-credentials.json"
 
 
 class Command(BaseCommand):
