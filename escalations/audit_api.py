@@ -1,0 +1,93 @@
+"""The audit trail's API: signed checkpoints of the organization's chain.
+
+Checkpoints say nothing an ``escalations:read`` key cannot already read (a count and a hash), so
+that scope reads them and asks for one at the current head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response as HttpResponse
+
+from audit.checkpoints import CheckpointError, checkpoint_issue
+from audit.models import Checkpoint
+from tenants.api import KeyedAPIView
+from tenants.ids import is_public_id
+from tenants.models import Scope
+
+from .errors import conflict
+
+PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
+PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 429)}
+LIST_LIMIT = 100
+
+
+class CheckpointSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    seq = serializers.IntegerField(help_text="How many events of the chain the checkpoint covers.")
+    hash = serializers.CharField(help_text="The hash of event `seq`, lowercase hex.")
+    note = serializers.CharField(help_text="The signed note (C2SP tlog-checkpoint), verbatim.")
+    created_at = serializers.DateTimeField()
+
+
+class CheckpointListSerializer(serializers.Serializer):
+    results = CheckpointSerializer(many=True)
+
+
+def _checkpoints(request: Request) -> Any:
+    return Checkpoint.objects.filter(organization_id=request.organization.pk).order_by("-seq")
+
+
+class CheckpointListView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_READ
+
+    @extend_schema(
+        operation_id="audit_checkpoints_list",
+        responses={200: CheckpointListSerializer, **PROBLEMS},
+        description=f"The organization's latest {LIST_LIMIT} checkpoints, newest first.",
+    )
+    def get(self, request: Request) -> HttpResponse:
+        rows = _checkpoints(request)[:LIST_LIMIT]
+        return HttpResponse({"results": CheckpointSerializer(rows, many=True).data})
+
+    @extend_schema(
+        operation_id="audit_checkpoints_sign",
+        request=None,
+        responses={201: CheckpointSerializer, 200: CheckpointSerializer, **PROBLEMS},
+        description="Sign the chain head now (200 with the existing one if it has not moved).",
+    )
+    def post(self, request: Request) -> HttpResponse:
+        try:
+            checkpoint, created = checkpoint_issue(organization_id=request.organization.pk)
+        except CheckpointError as exc:
+            raise conflict(str(exc), type_slug="audit-chain-empty") from None
+        return HttpResponse(
+            CheckpointSerializer(checkpoint).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class CheckpointDetailView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_READ
+
+    @extend_schema(
+        operation_id="audit_checkpoints_read",
+        responses={200: CheckpointSerializer, **PROBLEMS},
+        description="One checkpoint by id, or `latest`.",
+    )
+    def get(self, request: Request, public_id: str) -> HttpResponse:
+        checkpoints = _checkpoints(request)
+        if public_id == "latest":
+            checkpoint = checkpoints.first()
+        elif is_public_id(public_id, "ckp"):
+            checkpoint = checkpoints.filter(public_id=public_id).first()
+        else:
+            checkpoint = None
+        if checkpoint is None:
+            raise Http404
+        return HttpResponse(CheckpointSerializer(checkpoint).data)
