@@ -1,15 +1,16 @@
-"""The audit trail's API: signed checkpoints of the organization's chain.
+"""The compliance API: signed checkpoints of the organization's audit chain, and exports.
 
 Checkpoints say nothing an ``escalations:read`` key cannot already read (a count and a hash), so
-that scope reads them and asks for one at the current head.
+that scope reads them and asks for one at the current head. Exports are the escalations that
+scope can list already, in another shape.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.http import Http404, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
@@ -20,7 +21,8 @@ from tenants.api import KeyedAPIView
 from tenants.ids import is_public_id
 from tenants.models import Scope
 
-from .errors import conflict
+from . import exports
+from .errors import conflict, invalid_fields
 
 PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 429)}
@@ -91,3 +93,40 @@ class CheckpointDetailView(KeyedAPIView):
         if checkpoint is None:
             raise Http404
         return HttpResponse(CheckpointSerializer(checkpoint).data)
+
+
+class ExportView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_READ
+
+    @extend_schema(
+        operation_id="exports_read",
+        parameters=[
+            OpenApiParameter("agent", str, description="Only this agent's (`agt_…`)."),
+            OpenApiParameter("action", str, description="Only this action name."),
+            OpenApiParameter("outcome", str, enum=list(exports.TERMINAL)),
+            OpenApiParameter("since", str, description="Decided at or after (ISO date/time)."),
+            OpenApiParameter("until", str, description="Decided before (ISO date/time)."),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="JSON Lines, streamed (docs/exports.md)."
+            ),
+            **PROBLEMS,
+        },
+        description="`chat`, `preference` or `decisions` as JSON Lines (see docs/exports.md).",
+    )
+    def get(self, request: Request, export_format: str) -> StreamingHttpResponse:
+        if export_format not in exports.FORMATS:
+            raise Http404
+        try:
+            filters = exports.ExportFilters.parse(request.query_params.dict())
+        except exports.ExportError as exc:
+            raise invalid_fields(exc.errors) from None
+        lines = exports.export_lines(
+            organization=request.organization, export_format=export_format, filters=filters
+        )
+        response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+        response["Content-Disposition"] = (
+            f'attachment; filename="{request.organization.slug}-{export_format}.jsonl"'
+        )
+        return response

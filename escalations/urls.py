@@ -29,5 +29,6 @@ urlpatterns = [
         audit_api.CheckpointDetailView.as_view(),
         name="audit-checkpoint",
     ),
+    path("exports/<str:export_format>", audit_api.ExportView.as_view(), name="export"),
     path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
 ]
