@@ -21,8 +21,8 @@ from tenants.api import KeyedAPIView
 from tenants.ids import is_public_id
 from tenants.models import Scope
 
-from . import exports
-from .errors import conflict, invalid_fields
+from . import bundles, exports
+from .errors import conflict, forbidden, invalid_fields
 
 PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 429)}
@@ -130,3 +130,38 @@ class ExportView(KeyedAPIView):
             f'attachment; filename="{request.organization.slug}-{export_format}.jsonl"'
         )
         return response
+
+
+class EvidenceBundleView(KeyedAPIView):
+    """The evidence bundle needs a member's personal key: it is the organization's whole record,
+    people included, and agents have no business exporting it."""
+
+    required_scope = Scope.ESCALATIONS_READ
+
+    @extend_schema(
+        operation_id="audit_bundle",
+        parameters=[
+            OpenApiParameter("since", str, required=True, description="ISO date or date-time."),
+            OpenApiParameter("until", str, required=True, description="ISO date or date-time."),
+        ],
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The evidence bundle, streamed (docs/audit.md)."
+            ),
+            **PROBLEMS,
+        },
+        description="Escalations created in [since, until) with their audit chain segment, "
+        "checkpoints and keys, as one ZIP; check it with `awaithuman-verify`.",
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        membership = request.membership
+        if membership is None or membership.role not in BUNDLE_ROLES:
+            raise forbidden("Evidence bundles are for admins and owners, with a personal key.")
+        try:
+            since, until = bundles.bundle_range(request.query_params.dict())
+        except exports.ExportError as exc:
+            raise invalid_fields(exc.errors) from None
+        return bundles.bundle_response(request.organization, since, until)
+
+
+BUNDLE_ROLES = ("admin", "owner")

@@ -19,4 +19,5 @@ urlpatterns = [
     ),
     path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
     path("org/effects/", views.effects, name="effects"),
+    path("org/evidence/", views.evidence, name="evidence"),
 ]

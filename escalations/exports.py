@@ -87,7 +87,7 @@ class ExportFilters:
             raw = values.get(name) or None
             bounds[name] = None
             if raw is not None:
-                parsed = _moment(raw)
+                parsed = parse_moment(raw)
                 if parsed is None:
                     errors[name] = ["Must be an ISO 8601 date or date-time."]
                 bounds[name] = parsed
@@ -102,7 +102,7 @@ class ExportFilters:
         )
 
 
-def _moment(raw: str) -> datetime | None:
+def parse_moment(raw: str) -> datetime | None:
     try:
         moment = parse_datetime(raw)
         if moment is None:

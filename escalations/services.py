@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_batch, audit_record
+from audit.services import audit_batch, audit_record, payload_digest
 from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import SYSTEM_ACTOR
@@ -174,6 +174,8 @@ def escalation_create(
             "kind": kind,
             "title": escalation.title,
             "action": escalation.action,
+            # The context may be long and personal: the chain holds its digest, which proves it.
+            "context_digest": payload_digest(escalation.context),
             "priority": escalation.priority,
             "timeout_seconds": timeout_seconds,
             "on_timeout": on_timeout,

@@ -29,6 +29,7 @@ urlpatterns = [
         audit_api.CheckpointDetailView.as_view(),
         name="audit-checkpoint",
     ),
+    path("audit/bundle", audit_api.EvidenceBundleView.as_view(), name="audit-bundle"),
     path("exports/<str:export_format>", audit_api.ExportView.as_view(), name="export"),
     path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
 ]

@@ -25,7 +25,8 @@ from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Membership
 
-from . import live, outbox
+from . import bundles, live, outbox
+from .exports import ExportError
 from .forms import ResponseForm
 from .models import Escalation, Response
 from .policies import always_allow_url
@@ -443,3 +444,20 @@ def effects(request: HttpRequest) -> HttpResponse:
 
 def _int_or_zero(value: str) -> int:
     return int(value) if value.isdigit() else 0
+
+
+@role_required("admin", "owner")
+def evidence(request: HttpRequest) -> HttpResponse:
+    """The evidence bundle download (``escalations.bundles``): a date range, then the ZIP."""
+    organization = request.organization  # type: ignore[attr-defined]
+    values = {name: request.GET.get(name, "") for name in ("since", "until")}
+    if request.GET.get("download"):
+        try:
+            since, until = bundles.bundle_range(values)
+        except ExportError as exc:
+            context = {**values, "errors": exc.errors}
+            return render(request, "escalations/evidence.html", context, status=400)
+        return bundles.bundle_response(organization, since, until)
+    today = timezone.now().date()
+    context = {"since": today.replace(day=1).isoformat(), "until": today.isoformat(), "errors": {}}
+    return render(request, "escalations/evidence.html", context)

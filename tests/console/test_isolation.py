@@ -71,6 +71,7 @@ ROUTES: dict[str, Route] = {
     "queue:respond": Route("/escalations/{esc}/respond", ("POST",), ANSWERING),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
     "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),
+    "queue:evidence": Route("/org/evidence/", ("GET",), MANAGERS),
     "organization_switch": Route(
         "/org/switch/", ("POST",), SIGNED_IN, True, data=(("organization", "{org}"),)
     ),

@@ -8,7 +8,9 @@ a new route or method fails here until it is added, with its isolation case.
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 import zlib
 from typing import Any
 
@@ -62,6 +64,8 @@ COLLECTIONS = {
     ("audit-checkpoints", "POST"),
     ("export", "GET"),
     ("export", "HEAD"),
+    ("audit-bundle", "GET"),
+    ("audit-bundle", "HEAD"),
 }
 # By id, but the id is a checkpoint's: checked with Acme's checkpoint below.
 CHECKPOINT_BY_ID = {("audit-checkpoint", "GET"), ("audit-checkpoint", "HEAD")}
@@ -260,6 +264,21 @@ def test_other_organization_never_sees_acme_in_an_export(acme, globex, acme_clai
         response = call(key, "GET", f"/api/v1/exports/{export_format}")
         assert response.status_code == 200
         assert b"".join(response.streaming_content) == b""
+
+
+@pytest.mark.django_db
+def test_other_organizations_evidence_bundle_holds_nothing_of_acme(acme, globex, acme_claimed):
+    response = call(
+        globex.personal_keys["charlie"],
+        "GET",
+        "/api/v1/audit/bundle?since=2000-01-01&until=2999-01-01",
+    )
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as bundle:
+        content = b"".join(bundle.read(name) for name in bundle.namelist())
+    assert acme_claimed.encode() not in content
+    assert acme.organization.public_id.encode() not in content
+    assert globex.organization.public_id.encode() in content
 
 
 async def wait(
