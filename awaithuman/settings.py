@@ -243,6 +243,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 5},
     },
     "idempotency-purge": {"task": "escalations.tasks.idempotency_purge", "schedule": 3600.0},
+    # Payloads past their organization's retention are replaced by digests (escalations.redaction).
+    "payload-retention": {"task": "escalations.tasks.payloads_redact", "schedule": 3600.0},
     # A signed checkpoint of every audit chain that grew (audit.checkpoints).
     "audit-checkpoints": {
         "task": "audit.tasks.checkpoints_sign",

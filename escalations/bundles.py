@@ -124,6 +124,8 @@ def _escalation_lines(escalations: Iterable[Escalation]) -> Iterator[bytes]:
                 "metadata": escalation.metadata,
                 "external_id": escalation.external_id,
                 "created_at": _iso(escalation.created_at),
+                "redacted_at": _iso(escalation.redacted_at),
+                "redaction_reason": escalation.redaction_reason,
                 "responses": [
                     {
                         "id": response.public_id,

@@ -133,7 +133,8 @@ def decided_escalations(
     if filters.until:
         escalations = escalations.filter(decided_at__lt=filters.until)
     if humans_only:
-        escalations = escalations.filter(decided_by__type="user")
+        # Learning data needs the payloads: redacted escalations are left out entirely.
+        escalations = escalations.filter(decided_by__type="user", redacted_at=None)
     return escalations.select_related("agent").order_by("decided_at", "id")
 
 
@@ -217,7 +218,9 @@ def preference_line(escalation: Escalation) -> dict[str, Any] | None:
 
 
 def decision_line(escalation: Escalation) -> dict[str, Any]:
-    return {
+    """Every field of the decision; once redacted, the payloads (context, arguments, edits) are
+    left out and ``redacted_at`` says when."""
+    line = {
         "id": escalation.public_id,
         "agent": {"id": escalation.agent.public_id, "name": escalation.agent.name},
         "kind": escalation.kind,
@@ -236,6 +239,14 @@ def decision_line(escalation: Escalation) -> dict[str, Any]:
         "channel": escalation.decision_channel,
         "created_at": _iso(escalation.created_at),
     }
+    if escalation.redacted_at is not None:
+        for name in ("context", "edited_arguments"):
+            del line[name]
+        for name in ("proposed_action", "approved_action"):
+            if line[name]:
+                line[name] = {"name": line[name]["name"]}
+        line["redacted_at"] = _iso(escalation.redacted_at)
+    return line
 
 
 def _iso(moment: datetime | date | None) -> str | None:

@@ -293,8 +293,9 @@ def sign_bytes(message: bytes) -> tuple[bytes, bytes]:
 
 
 def receipt_for(escalation: Escalation) -> str | None:
-    """The receipt of an approved escalation; ``None`` for every other state."""
-    if escalation.status != Escalation.Status.APPROVED:
+    """The receipt of an approved escalation; ``None`` for every other state, and once its
+    payloads are redacted (the approved arguments it would hash are gone)."""
+    if escalation.status != Escalation.Status.APPROVED or escalation.redacted_at is not None:
         return None
     return sign(receipt_claims(escalation))
 

@@ -26,6 +26,7 @@ from . import outbox, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
 from .policies import ConditionFailure, policy_match, policy_snapshot
+from .redaction import action_digests, optional_digest
 from .schemas import answer_errors, default_schema
 
 P = ParamSpec("P")
@@ -173,8 +174,9 @@ def escalation_create(
         data={
             "kind": kind,
             "title": escalation.title,
-            "action": escalation.action,
-            # The context may be long and personal: the chain holds its digest, which proves it.
+            # Payloads (context, arguments, edits) go into the chain as digests: they prove the
+            # payload, and redacting it later (escalations.redaction) leaves the chain intact.
+            "action": action_digests(escalation.action),
             "context_digest": payload_digest(escalation.context),
             "priority": escalation.priority,
             "timeout_seconds": timeout_seconds,
@@ -308,7 +310,7 @@ def _decision_audited(
             "outcome": status,
             "response": response,
             "comment": comment,
-            "edited_arguments": edited_arguments,
+            "edited_arguments_digest": optional_digest(edited_arguments),
             "channel": channel,
         },
     )
@@ -474,7 +476,7 @@ def response_submit(
             "outcome": outcome,
             "response": payload,
             "comment": comment,
-            "edited_arguments": edited_arguments,
+            "edited_arguments_digest": optional_digest(edited_arguments),
             "channel": channel,
         },
     )

@@ -21,7 +21,9 @@ from django.utils import timezone
 
 from audit.models import Checkpoint
 from audit.services import audit_record
+from escalations import hooks
 from escalations.models import Escalation
+from escalations.redaction import redact_rendered
 from tenants.models import Organization
 
 from .models import WebhookEndpoint, WebhookMessage
@@ -120,6 +122,20 @@ def checkpoint_messages_create(checkpoint: Checkpoint) -> None:
         )
         message.save()
         webhook_message_enqueue(message)
+
+
+def messages_redact(events: list[hooks.Event]) -> None:
+    """The outbox consumer of ``redacted``: the escalation's messages (callbacks and webhooks,
+    sent or not) keep no payload the escalation no longer has."""
+    escalations = Escalation.objects.in_bulk({event.escalation_id for event in events})
+    for escalation in escalations.values():
+        for message in WebhookMessage.objects.filter(escalation=escalation):
+            body = json.loads(message.body)
+            body["data"] = redact_rendered(body.get("data"), escalation)
+            message.body = json.dumps(
+                body, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False
+            )
+            message.save(update_fields=["body"])
 
 
 # --- Endpoint services (the console's /org/webhooks/) ------------------------------------------

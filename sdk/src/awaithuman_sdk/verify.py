@@ -10,8 +10,10 @@ server, no account, no Django. It checks, reading the ZIP as a stream:
    one is the bundle's anchor and signs the last event;
 3. the escalations (``escalations.jsonl``): each has its ``escalation.created`` event, whose
    ``context_digest`` is the SHA-256 of the escalation's context and whose ``action`` is its
-   action; a decided one has its ``escalation.decided`` event with the same outcome, comment and
-   edits; an approval's receipt (a JWS, EdDSA) is signed by a key of ``jwks.json``, names the
+   action (name, and the digest of its arguments); a decided one has its ``escalation.decided``
+   event with the same outcome, comment and edits (their digest). A redacted payload
+   (``{"_redacted": "<hex>"}``) is checked by the digest it carries, so redaction keeps a bundle
+   verifiable; an approval's receipt (a JWS, EdDSA) is signed by a key of ``jwks.json``, names the
    escalation and organization, and hashes the approved action (its 24-hour expiry is for
    executors, not for auditors, and is not checked).
 
@@ -44,6 +46,7 @@ GENESIS_HASH = "0" * 64
 SIGNATURE_PREFIX = "\u2014 "
 CHECKPOINT_SEPARATOR = "----\n"
 MAX_PROBLEMS = 20
+REDACTED = "_redacted"
 
 
 class BundleError(Exception):
@@ -54,6 +57,22 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def digest(value: Any) -> str:
+    """SHA-256 hex of a payload's canonical JSON; a redacted payload (``{"_redacted": hex}``)
+    stands for the value it replaced, so its digest is the one it carries."""
+    if isinstance(value, dict) and set(value) == {REDACTED}:
+        return str(value[REDACTED])
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _recorded_digest(data: dict[str, Any], name: str) -> str | None:
+    """What an audit event recorded of payload ``name``: its digest (``<name>_digest``), or the
+    payload itself in events written before digests."""
+    if f"{name}_digest" in data:
+        return data[f"{name}_digest"]
+    return None if data.get(name) is None else digest(data[name])
 
 
 def event_hash(event: dict[str, Any]) -> str:
@@ -241,12 +260,19 @@ def _check_escalation(
         return
     seq, data = created[escalation_id]
     where = f"escalation {escalation_id} (audit event seq {seq}, escalation.created)"
-    digest = hashlib.sha256(canonical_json(escalation["context"])).hexdigest()
     if "context_digest" not in data:
         report.notes.append(f"{where}: recorded before context digests; context not covered")
-    elif data["context_digest"] != digest:
+    elif data["context_digest"] != digest(escalation["context"]):
         report.fail(f"{where}: the context does not match the digest the event recorded")
-    if canonical_json(data.get("action")) != canonical_json(escalation["action"]):
+    action, recorded_action = escalation.get("action"), data.get("action")
+    if (action is None) != (recorded_action is None) or (
+        action is not None
+        and (
+            action.get("name") != recorded_action.get("name")
+            or digest(action.get("arguments") or {})
+            != _recorded_digest(recorded_action, "arguments")
+        )
+    ):
         report.fail(f"{where}: the action is not the one the event recorded")
     decision = escalation.get("decision")
     if decision is None:
@@ -256,38 +282,39 @@ def _check_escalation(
         return
     seq, data = decided[escalation_id]
     where = f"escalation {escalation_id} (audit event seq {seq}, escalation.decided)"
-    for name, recorded in (
-        ("outcome", data.get("outcome")),
-        ("comment", data.get("comment")),
-        ("edited_arguments", data.get("edited_arguments")),
-    ):
-        if canonical_json(decision.get(name)) != canonical_json(recorded):
+    for name in ("outcome", "comment"):
+        if canonical_json(decision.get(name)) != canonical_json(data.get(name)):
             report.fail(f"{where}: the {name} is not the one the event recorded")
-    if decision.get("outcome") == "approved" and escalation.get("action"):
-        action = escalation["action"]
-        arguments = decision.get("edited_arguments")
-        approved = {
-            "name": action["name"],
-            "arguments": arguments if arguments is not None else action.get("arguments") or {},
-        }
-        if canonical_json(decision.get("approved_action")) != canonical_json(approved):
-            report.fail(f"{where}: approved_action is not the action with the edits applied")
-        receipt = decision.get("receipt")
-        problem = (
-            verify_receipt(
-                receipt,
-                keys,
-                escalation_id=escalation_id,
-                organization_id=organization_id,
-                action=approved,
-            )
-            if receipt
-            else "no receipt"
+    edits = decision.get("edited_arguments")
+    if (None if edits is None else digest(edits)) != _recorded_digest(data, "edited_arguments"):
+        report.fail(f"{where}: the edited_arguments are not the ones the event recorded")
+    if decision.get("outcome") != "approved" or not action:
+        return
+    if escalation.get("redacted_at"):
+        report.notes.append(f"escalation {escalation_id}: payloads redacted; no receipt to check")
+        return
+    approved = {
+        "name": action["name"],
+        "arguments": edits if edits is not None else action.get("arguments") or {},
+    }
+    if canonical_json(decision.get("approved_action")) != canonical_json(approved):
+        report.fail(f"{where}: approved_action is not the action with the edits applied")
+    receipt = decision.get("receipt")
+    problem = (
+        verify_receipt(
+            receipt,
+            keys,
+            escalation_id=escalation_id,
+            organization_id=organization_id,
+            action=approved,
         )
-        if problem:
-            report.fail(f"escalation {escalation_id}: {problem}")
-        else:
-            report.receipts += 1
+        if receipt
+        else "no receipt"
+    )
+    if problem:
+        report.fail(f"escalation {escalation_id}: {problem}")
+    else:
+        report.receipts += 1
 
 
 def main(argv: list[str] | None = None) -> int:
