@@ -23,6 +23,7 @@ from tenants.models import Scope
 
 from . import bundles, exports
 from .errors import conflict, forbidden, invalid_fields
+from .streaming import streaming_response
 
 PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 429)}
@@ -101,11 +102,20 @@ class ExportView(KeyedAPIView):
     @extend_schema(
         operation_id="exports_read",
         parameters=[
+            OpenApiParameter(
+                "export_format", str, OpenApiParameter.PATH, enum=list(exports.FORMATS)
+            ),
             OpenApiParameter("agent", str, description="Only this agent's (`agt_…`)."),
             OpenApiParameter("action", str, description="Only this action name."),
             OpenApiParameter("outcome", str, enum=list(exports.TERMINAL)),
-            OpenApiParameter("since", str, description="Decided at or after (ISO date/time)."),
-            OpenApiParameter("until", str, description="Decided before (ISO date/time)."),
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATE,
+                description="Decided at or after (a date-time works too).",
+            ),
+            OpenApiParameter(
+                "until", OpenApiTypes.DATE, description="Decided before (a date-time works too)."
+            ),
         ],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
@@ -125,11 +135,12 @@ class ExportView(KeyedAPIView):
         lines = exports.export_lines(
             organization=request.organization, export_format=export_format, filters=filters
         )
-        response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
-        response["Content-Disposition"] = (
-            f'attachment; filename="{request.organization.slug}-{export_format}.jsonl"'
+        return streaming_response(
+            request._request,
+            lines,
+            content_type="application/x-ndjson",
+            filename=f"{request.organization.slug}-{export_format}.jsonl",
         )
-        return response
 
 
 class EvidenceBundleView(KeyedAPIView):
@@ -141,8 +152,12 @@ class EvidenceBundleView(KeyedAPIView):
     @extend_schema(
         operation_id="audit_bundle",
         parameters=[
-            OpenApiParameter("since", str, required=True, description="ISO date or date-time."),
-            OpenApiParameter("until", str, required=True, description="ISO date or date-time."),
+            OpenApiParameter(
+                "since", OpenApiTypes.DATE, required=True, description="A date-time works too."
+            ),
+            OpenApiParameter(
+                "until", OpenApiTypes.DATE, required=True, description="A date-time works too."
+            ),
         ],
         responses={
             (200, "application/zip"): OpenApiResponse(
@@ -161,7 +176,7 @@ class EvidenceBundleView(KeyedAPIView):
             since, until = bundles.bundle_range(request.query_params.dict())
         except exports.ExportError as exc:
             raise invalid_fields(exc.errors) from None
-        return bundles.bundle_response(request.organization, since, until)
+        return bundles.bundle_response(request._request, request.organization, since, until)
 
 
 BUNDLE_ROLES = ("admin", "owner")

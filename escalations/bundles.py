@@ -34,7 +34,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Min
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.checkpoints import checkpoint_issue
@@ -45,6 +45,7 @@ from tenants.models import Organization
 from .exports import ExportError, parse_moment
 from .models import Escalation, ReceiptSigningKey
 from .receipts import ALGORITHM, approved_action, receipt_for
+from .streaming import streaming_response
 
 FORMAT_VERSION = 1
 CHUNK = 1000
@@ -273,13 +274,12 @@ def bundle_stream(
 
 
 def bundle_response(
-    organization: Organization, since: datetime, until: datetime
+    request: HttpRequest, organization: Organization, since: datetime, until: datetime
 ) -> StreamingHttpResponse:
     """The streamed ZIP download, for the API and the console alike."""
-    response = StreamingHttpResponse(
+    return streaming_response(
+        request,
         bundle_stream(organization=organization, since=since, until=until),
         content_type="application/zip",
+        filename=bundle_filename(organization, since, until),
     )
-    filename = bundle_filename(organization, since, until)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response

@@ -479,7 +479,7 @@ def evidence(request: HttpRequest) -> HttpResponse:
         except ExportError as exc:
             context = {**values, "errors": exc.errors}
             return render(request, "escalations/evidence.html", context, status=400)
-        return bundles.bundle_response(organization, since, until)
+        return bundles.bundle_response(request, organization, since, until)
     today = timezone.now().date()
     context = {"since": today.replace(day=1).isoformat(), "until": today.isoformat(), "errors": {}}
     return render(request, "escalations/evidence.html", context)
