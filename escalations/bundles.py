@@ -26,6 +26,7 @@ however large the range.
 
 from __future__ import annotations
 
+import gc
 import json
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -111,7 +112,12 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _escalation_lines(escalations: Iterable[Escalation]) -> Iterator[bytes]:
-    for escalation in escalations:
+    for number, escalation in enumerate(escalations, start=1):
+        if number % CHUNK == 0:
+            # Prefetching makes reference cycles (an escalation's response cache, each
+            # response's escalation), which only the cyclic collector frees; left to its own
+            # schedule, several chunks' worth pile up before it runs.
+            gc.collect()
         yield _line(
             {
                 "id": escalation.public_id,
