@@ -278,6 +278,15 @@ def main() -> None:
         "",
         "## Peak memory of a bundle or export, by organization size",
         "",
+        *(
+            [
+                "This is the `--quick` run (10,000 escalations); `make bench` runs the full",
+                "100,000 (`python -m bench.compliance`).",
+                "",
+            ]
+            if args.quick
+            else []
+        ),
         "Each command runs in its own process (`manage.py evidence_bundle` / `export_decisions`,",
         "writing to a file); peak RSS is the process's own high-water mark (`VmHWM`).",
         "Baseline: the same command for an organization with no escalations, in the same run.",
