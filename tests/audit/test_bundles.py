@@ -282,6 +282,7 @@ def test_another_organizations_bundle_holds_none_of_ours(acme, globex, history, 
 
 def test_an_admin_downloads_a_bundle_from_the_console(acme, history):
     client = signed_in(acme.members["alice"].user)
+    assert b'href="/org/evidence/"' in client.get("/org/audit/").content
     page = client.get("/org/evidence/")
     assert page.status_code == 200
     assert b'data-testid="evidence-form"' in page.content
