@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python -m bench.notification_fanout
 	$(BIN)/python -m bench.embedded_burst
 	$(BIN)/python -m bench.metrics_overhead
+	$(BIN)/python -m bench.compliance
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .pytest-db-*.sqlite3* .prometheus-multiproc

@@ -75,3 +75,30 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"org {self.organization_id} head #{self.seq}"
+
+
+class Checkpoint(models.Model):
+    """A signed statement of one organization's chain head (``audit.checkpoints``).
+
+    Kept so that it can be served again and bundled for auditors; its worth is in the copies
+    kept *outside* this database (webhooks, auditors), which a rewrite here cannot reach.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, editable=False)
+    organization_id = models.PositiveBigIntegerField()
+    seq = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+    # The signed note, byte for byte as issued.
+    note = models.TextField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["organization_id", "-seq"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization_id", "seq"], name="audit_checkpoint_unique_org_seq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} checkpoint #{self.seq}"

@@ -70,6 +70,23 @@ def _plain_json(name: str, value: Any) -> Any:
     return json.loads(text, parse_float=_parse_float)
 
 
+def payload_digest(value: Any) -> str:
+    """SHA-256 hex of the canonical JSON of ``value`` as the database will give it back.
+
+    Audit events carry this digest of a payload (an escalation's context) rather than the payload
+    itself: anyone holding the payload can prove it is the one recorded, and the payload can be
+    shown elsewhere (an evidence bundle) without the chain having to hold it.
+    """
+    canonical = json.dumps(
+        _plain_json("payload", value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+    return hashlib.sha256(canonical).hexdigest()
+
+
 def event_body(event: AuditEvent) -> dict[str, Any]:
     """The hashed fields of ``event`` as the JSON object defined in the module docstring."""
     return {

@@ -246,6 +246,8 @@ CELERY_TASK_ROUTES = {
     )
 }
 CELERY_TIMEZONE = "UTC"
+# How often chains that grew get a signed checkpoint.
+AUDIT_CHECKPOINT_SECONDS = envint("AUDIT_CHECKPOINT_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "escalation-timers": {
         "task": "escalations.tasks.timers_tick",
@@ -259,6 +261,14 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 5},
     },
     "idempotency-purge": {"task": "escalations.tasks.idempotency_purge", "schedule": 3600.0},
+    # Payloads past their organization's retention are replaced by digests (escalations.redaction).
+    "payload-retention": {"task": "escalations.tasks.payloads_redact", "schedule": 3600.0},
+    # A signed checkpoint of every audit chain that grew (audit.checkpoints).
+    "audit-checkpoints": {
+        "task": "audit.tasks.checkpoints_sign",
+        "schedule": float(AUDIT_CHECKPOINT_SECONDS),
+        "options": {"expires": 60},
+    },
 }
 
 # --- API ---

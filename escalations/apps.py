@@ -8,13 +8,16 @@ class EscalationsConfig(AppConfig):
     verbose_name = "Escalations"
 
     def ready(self) -> None:
+        from audit.checkpoints import register_signer
         from audit.services import on_unsealed_commit
         from tenants import hooks as tenant_hooks
 
-        from . import hooks, live, outbox, services, wakeups
+        from . import checkpoints, hooks, live, outbox, services, wakeups
 
         # New audit events are sealed by the same dispatch that runs the outbox.
         on_unsealed_commit(outbox.nudge_on_commit)
+        # Audit checkpoints are signed with the receipt keys.
+        register_signer(checkpoints.ReceiptKeyCheckpointSigner())
 
         # The live queue is a consumer like any other: it learns of events from the outbox.
         hooks.register("live.queue", live.queue_frames, events=live.QUEUE_EVENTS)

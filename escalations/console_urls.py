@@ -18,5 +18,7 @@ urlpatterns = [
         name="release",
     ),
     path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
+    path("escalations/<str:public_id>/redact", views.escalation_redact_view, name="redact"),
     path("org/effects/", views.effects, name="effects"),
+    path("org/evidence/", views.evidence, name="evidence"),
 ]

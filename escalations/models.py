@@ -86,6 +86,9 @@ class Escalation(models.Model):
     decision_comment = models.TextField(blank=True)
     edited_arguments = models.JSONField(null=True, blank=True)
     decision_channel = models.CharField(max_length=16, blank=True)
+    # Set once its payloads were replaced by their digests (``escalations.redaction``).
+    redacted_at = models.DateTimeField(null=True, blank=True)
+    redaction_reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

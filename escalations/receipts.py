@@ -283,9 +283,19 @@ def sign(claims: dict[str, Any]) -> str:
     return f"{signing_input}.{_b64url(signature)}"
 
 
+def sign_bytes(message: bytes) -> tuple[bytes, bytes]:
+    """``(raw public key, Ed25519 signature)`` of ``message`` with the active key (checkpoints)."""
+    _, private_key = _active_signing_key()
+    public_key = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return public_key, private_key.sign(message)
+
+
 def receipt_for(escalation: Escalation) -> str | None:
-    """The receipt of an approved escalation; ``None`` for every other state."""
-    if escalation.status != Escalation.Status.APPROVED:
+    """The receipt of an approved escalation; ``None`` for every other state, and once its
+    payloads are redacted (the approved arguments it would hash are gone)."""
+    if escalation.status != Escalation.Status.APPROVED or escalation.redacted_at is not None:
         return None
     return sign(receipt_claims(escalation))
 

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_batch, audit_record
+from audit.services import audit_batch, audit_record, payload_digest
 from awaithuman import metrics
 from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
@@ -27,6 +27,7 @@ from . import outbox, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields
 from .models import Escalation, Response
 from .policies import ConditionFailure, policy_match, policy_snapshot
+from .redaction import action_digests, optional_digest
 from .schemas import answer_errors, default_schema
 
 P = ParamSpec("P")
@@ -174,7 +175,10 @@ def escalation_create(
         data={
             "kind": kind,
             "title": escalation.title,
-            "action": escalation.action,
+            # Payloads (context, arguments, edits) go into the chain as digests: they prove the
+            # payload, and redacting it later (escalations.redaction) leaves the chain intact.
+            "action": action_digests(escalation.action),
+            "context_digest": payload_digest(escalation.context),
             "priority": escalation.priority,
             "timeout_seconds": timeout_seconds,
             "on_timeout": on_timeout,
@@ -309,7 +313,7 @@ def _decision_audited(
             "outcome": status,
             "response": response,
             "comment": comment,
-            "edited_arguments": edited_arguments,
+            "edited_arguments_digest": optional_digest(edited_arguments),
             "channel": channel,
         },
     )
@@ -475,7 +479,7 @@ def response_submit(
             "outcome": outcome,
             "response": payload,
             "comment": comment,
-            "edited_arguments": edited_arguments,
+            "edited_arguments_digest": optional_digest(edited_arguments),
             "channel": channel,
         },
     )

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from audit.services import audit_seal
 
-from . import idempotency, outbox, services
+from . import idempotency, outbox, redaction, services
 
 
 @shared_task(ignore_result=True)
@@ -17,6 +17,11 @@ def timers_tick() -> int:
 @shared_task(ignore_result=True)
 def idempotency_purge() -> int:
     return idempotency.idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def payloads_redact() -> int:
+    return redaction.payloads_redact_expired()
 
 
 @shared_task(ignore_result=True)

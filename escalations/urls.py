@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api
+from . import api, audit_api
 
 urlpatterns = [
     path("escalations", api.EscalationListCreateView.as_view(), name="escalations"),
@@ -23,5 +23,13 @@ urlpatterns = [
         name="escalation-responses",
     ),
     path("policies", api.PolicyListView.as_view(), name="policies"),
+    path("audit/checkpoints", audit_api.CheckpointListView.as_view(), name="audit-checkpoints"),
+    path(
+        "audit/checkpoints/<str:public_id>",
+        audit_api.CheckpointDetailView.as_view(),
+        name="audit-checkpoint",
+    ),
+    path("audit/bundle", audit_api.EvidenceBundleView.as_view(), name="audit-bundle"),
+    path("exports/<str:export_format>", audit_api.ExportView.as_view(), name="export"),
     path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
 ]

@@ -25,7 +25,8 @@ from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Membership
 
-from . import live, outbox
+from . import bundles, live, outbox, redaction
+from .exports import ExportError
 from .forms import ResponseForm
 from .models import Escalation, Response
 from .policies import always_allow_url
@@ -298,6 +299,9 @@ def _detail_context(
         "can_answer": can_answer,
         "can_release": escalation.assignee_id is not None
         and (claim == "mine" or membership.role in Membership.MANAGING_ROLES),
+        "can_redact": escalation.is_terminal
+        and escalation.redacted_at is None
+        and membership.role in Membership.MANAGING_ROLES,
         "always_allow_url": always_allow_url(escalation)
         if membership.role in Membership.MANAGING_ROLES
         and escalation.kind == Escalation.Kind.APPROVAL
@@ -346,6 +350,25 @@ def escalation_release_view(request: HttpRequest, public_id: str) -> HttpRespons
         escalation_release(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
     except ApiProblem as problem:
         messages.error(request, str(problem.detail))
+    return _back(escalation)
+
+
+@require_POST
+@role_required(*Membership.MANAGING_ROLES)
+def escalation_redact_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    """ "Redact now" (an erasure request): the payloads give way to their digests, audited."""
+    escalation = _escalation(request, public_id)
+    try:
+        redaction.escalation_redact(
+            escalation=escalation,
+            actor=request.membership.as_actor(),  # type: ignore[attr-defined]
+            reason=request.POST.get("reason", ""),
+        )
+    except ApiProblem as problem:
+        field_errors = [error for errors in (problem.errors or {}).values() for error in errors]
+        messages.error(request, " ".join(field_errors) or str(problem.detail))
+    else:
+        messages.success(request, "The payloads were replaced by their digests.")
     return _back(escalation)
 
 
@@ -443,3 +466,20 @@ def effects(request: HttpRequest) -> HttpResponse:
 
 def _int_or_zero(value: str) -> int:
     return int(value) if value.isdigit() else 0
+
+
+@role_required("admin", "owner")
+def evidence(request: HttpRequest) -> HttpResponse:
+    """The evidence bundle download (``escalations.bundles``): a date range, then the ZIP."""
+    organization = request.organization  # type: ignore[attr-defined]
+    values = {name: request.GET.get(name, "") for name in ("since", "until")}
+    if request.GET.get("download"):
+        try:
+            since, until = bundles.bundle_range(values)
+        except ExportError as exc:
+            context = {**values, "errors": exc.errors}
+            return render(request, "escalations/evidence.html", context, status=400)
+        return bundles.bundle_response(request, organization, since, until)
+    today = timezone.now().date()
+    context = {"since": today.replace(day=1).isoformat(), "until": today.isoformat(), "errors": {}}
+    return render(request, "escalations/evidence.html", context)

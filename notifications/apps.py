@@ -8,6 +8,7 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from audit.checkpoints import on_checkpoint
         from escalations import hooks
 
         from . import callbacks, channel_answers, fanout, services, webhooks
@@ -29,3 +30,7 @@ class NotificationsConfig(AppConfig):
             callbacks.on_escalation_events,
             events=webhooks.EVENT_TYPES,
         )
+        # A redacted escalation's messages lose its payloads too.
+        hooks.register("notifications.redaction", webhooks.messages_redact, events={"redacted"})
+        # Signed audit checkpoints go to the organization's webhooks that want them.
+        on_checkpoint(webhooks.checkpoint_messages_create)

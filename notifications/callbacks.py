@@ -428,7 +428,7 @@ def _finish(message: WebhookMessage, claim: str, *, status: str, error: str = ""
             actor=SYSTEM_ACTOR,
             target=message.public_id,
             data={
-                "escalation": message.escalation.public_id,
+                "escalation": message.escalation.public_id if message.escalation else None,
                 "event": message.event_type,
                 "attempts": message.attempt_count,
                 **({} if succeeded else {"error": error[:200]}),
@@ -492,7 +492,10 @@ def webhook_message_replay(*, message: WebhookMessage, actor: dict[str, Any]) ->
         action=f"{locked.kind}.replayed",
         actor=actor,
         target=locked.public_id,
-        data={"escalation": locked.escalation.public_id, "event": locked.event_type},
+        data={
+            "escalation": locked.escalation.public_id if locked.escalation else None,
+            "event": locked.event_type,
+        },
     )
     transaction.on_commit(lambda: webhook_message_enqueue(locked))
     return locked

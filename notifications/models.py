@@ -315,6 +315,7 @@ class WebhookEndpoint(RotatingSecret):
         CREATED = "escalation.created", "An escalation was created"
         ESCALATED = "escalation.escalated", "An escalation moved to its next level"
         DECIDED = "escalation.decided", "An escalation reached its decision"
+        CHECKPOINT = "audit.checkpoint", "A signed checkpoint of the audit trail"
 
     public_id = models.CharField(max_length=32, unique=True, editable=False)
     organization = models.ForeignKey(
@@ -360,8 +361,9 @@ class WebhookMessage(models.Model):
 
     public_id = models.CharField(max_length=32, unique=True, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # Empty for events about the organization rather than one escalation (audit checkpoints).
     escalation = models.ForeignKey(
-        Escalation, on_delete=models.CASCADE, related_name="webhook_messages"
+        Escalation, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_messages"
     )
     kind = models.CharField(max_length=8, choices=Kind.choices)
     callback_endpoint = models.ForeignKey(
@@ -399,6 +401,11 @@ class WebhookMessage(models.Model):
             models.UniqueConstraint(
                 fields=["webhook_endpoint", "escalation", "event_key"],
                 name="one_webhook_message_per_event",
+            ),
+            models.UniqueConstraint(
+                fields=["webhook_endpoint", "event_key"],
+                condition=models.Q(escalation__isnull=True),
+                name="one_webhook_message_per_organization_event",
             ),
         ]
 

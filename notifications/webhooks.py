@@ -2,10 +2,12 @@
 (PagerDuty Events, Teams workflows, in-house tools).
 
 An organization admin adds an endpoint in the console (``/org/webhooks/``): a URL and the events
-it wants — ``escalation.created``, ``escalation.escalated`` (moved to its next level) and
-``escalation.decided`` (any terminal state). Each endpoint has its own ``whsec_`` secret, shown
-once, rotated with a 24 h overlap. Messages are Standard Webhooks signed and delivered by the
-same engine as agent callbacks (``notifications.callbacks``).
+it wants — ``escalation.created``, ``escalation.escalated`` (moved to its next level),
+``escalation.decided`` (any terminal state) and ``audit.checkpoint`` (a signed checkpoint of the
+organization's audit trail, ``audit.checkpoints``: a copy kept outside our database). Each
+endpoint has its own ``whsec_`` secret, shown once, rotated with a 24 h overlap. Messages are
+Standard Webhooks signed and delivered by the same engine as agent callbacks
+(``notifications.callbacks``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.models import Checkpoint
 from audit.services import audit_record
+from escalations import hooks
 from escalations.models import Escalation
+from escalations.redaction import redact_rendered
 from tenants.models import Organization
 
 from .models import WebhookEndpoint, WebhookMessage
@@ -83,6 +88,54 @@ def webhook_messages_create(
             continue
         created.append(message)
     return created
+
+
+def checkpoint_messages_create(checkpoint: Checkpoint) -> None:
+    """An ``audit.checkpoint`` message per subscribed endpoint; runs in the transaction that
+    stores the checkpoint (``audit.checkpoints.on_checkpoint``), sent once it commits."""
+    from .callbacks import webhook_message_enqueue  # callbacks imports this module
+
+    event_type = Event.CHECKPOINT.value
+    endpoints = _subscribed(checkpoint.organization_id, event_type)
+    if not endpoints:
+        return
+    body = message_body(
+        event_type,
+        {
+            "id": checkpoint.public_id,
+            "seq": checkpoint.seq,
+            "hash": checkpoint.hash,
+            "note": checkpoint.note,
+            "created_at": checkpoint.created_at,
+        },
+    )
+    for endpoint in endpoints:
+        message = WebhookMessage(
+            organization_id=checkpoint.organization_id,
+            kind=WebhookMessage.Kind.WEBHOOK,
+            webhook_endpoint=endpoint,
+            event_type=event_type,
+            event_key=f"checkpoint:{checkpoint.seq}",
+            url=endpoint.url,
+            body=body,
+            next_attempt_at=timezone.now(),
+        )
+        message.save()
+        webhook_message_enqueue(message)
+
+
+def messages_redact(events: list[hooks.Event]) -> None:
+    """The outbox consumer of ``redacted``: the escalation's messages (callbacks and webhooks,
+    sent or not) keep no payload the escalation no longer has."""
+    escalations = Escalation.objects.in_bulk({event.escalation_id for event in events})
+    for escalation in escalations.values():
+        for message in WebhookMessage.objects.filter(escalation=escalation):
+            body = json.loads(message.body)
+            body["data"] = redact_rendered(body.get("data"), escalation)
+            message.body = json.dumps(
+                body, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False
+            )
+            message.save(update_fields=["body"])
 
 
 # --- Endpoint services (the console's /org/webhooks/) ------------------------------------------

@@ -127,8 +127,9 @@ class KeyRollForm(forms.Form):
 class OrganizationSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization
-        fields = ["name", "require_2fa", "reject_reason_required"]
+        fields = ["name", "require_2fa", "reject_reason_required", "payload_retention_days"]
         labels = {
+            "payload_retention_days": "Keep escalation payloads for (days)",
             "require_2fa": "Require two-factor authentication for every member",
             "reject_reason_required": "Require a reason with every rejection",
         }

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -30,6 +31,14 @@ class Organization(models.Model):
     # One rule for every answer path (API, console, e-mail, chat, push): off, a rejection's
     # reason is optional everywhere; on, a rejection without one is refused everywhere.
     reject_reason_required = models.BooleanField(default=False)
+    # Days a decided escalation keeps its payloads (context, action arguments, edits) before the
+    # periodic redaction replaces them by their digests; empty keeps them.
+    payload_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36500)],
+        help_text="Days a decided escalation keeps its payloads; empty keeps them forever.",
+    )
     settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -324,6 +324,13 @@ class MembershipError(Exception):
     """A member change that the organization's rules refuse; ``str(exc)`` is safe to show."""
 
 
+class Unset:
+    """The type of ``UNSET``: an argument left out, where ``None`` is a value of its own."""
+
+
+UNSET = Unset()
+
+
 @transaction.atomic
 def organization_update(
     *,
@@ -332,15 +339,19 @@ def organization_update(
     require_2fa: bool,
     actor: dict,
     reject_reason_required: bool | None = None,
+    payload_retention_days: int | Unset | None = UNSET,
 ) -> Organization:
     if reject_reason_required is None:
         reject_reason_required = organization.reject_reason_required
-    fields = ["name", "require_2fa", "reject_reason_required"]
+    if isinstance(payload_retention_days, Unset):
+        payload_retention_days = organization.payload_retention_days
+    fields = ["name", "require_2fa", "reject_reason_required", "payload_retention_days"]
     before = {field: getattr(organization, field) for field in fields}
     after = {
         "name": name,
         "require_2fa": require_2fa,
         "reject_reason_required": reject_reason_required,
+        "payload_retention_days": payload_retention_days,
     }
     if before == after:
         return organization

@@ -461,6 +461,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 require_2fa=form.cleaned_data["require_2fa"],
                 reject_reason_required=form.cleaned_data["reject_reason_required"],
+                payload_retention_days=form.cleaned_data["payload_retention_days"],
                 actor=_actor(request),
             )
             messages.success(request, "Settings saved.")

@@ -69,8 +69,12 @@ ROUTES: dict[str, Route] = {
     "queue:claim": Route("/escalations/{esc}/claim", ("POST",), ANSWERING),
     "queue:release": Route("/escalations/{esc}/release", ("POST",), ANSWERING),
     "queue:respond": Route("/escalations/{esc}/respond", ("POST",), ANSWERING),
+    "queue:redact": Route(
+        "/escalations/{esc}/redact", ("POST",), MANAGERS, data=(("reason", "erasure request"),)
+    ),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
     "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),
+    "queue:evidence": Route("/org/evidence/", ("GET",), MANAGERS),
     "organization_switch": Route(
         "/org/switch/", ("POST",), SIGNED_IN, True, data=(("organization", "{org}"),)
     ),

@@ -186,6 +186,7 @@ def test_an_admin_renames_the_organization_and_requires_2fa(acme):
         "name": "Acme Corp",
         "require_2fa": True,
         "reject_reason_required": False,
+        "payload_retention_days": None,
     }
 
 

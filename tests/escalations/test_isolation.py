@@ -8,7 +8,9 @@ a new route or method fails here until it is added, with its isolation case.
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 import zlib
 from typing import Any
 
@@ -57,7 +59,16 @@ COLLECTIONS = {
     ("policies", "GET"),
     ("policies", "HEAD"),
     ("policies-evaluate", "POST"),
+    ("audit-checkpoints", "GET"),
+    ("audit-checkpoints", "HEAD"),
+    ("audit-checkpoints", "POST"),
+    ("export", "GET"),
+    ("export", "HEAD"),
+    ("audit-bundle", "GET"),
+    ("audit-bundle", "HEAD"),
 }
+# By id, but the id is a checkpoint's: checked with Acme's checkpoint below.
+CHECKPOINT_BY_ID = {("audit-checkpoint", "GET"), ("audit-checkpoint", "HEAD")}
 OPTIONS = {(pattern.name, "OPTIONS") for pattern in urlpatterns}
 BODIES = {"escalation-responses": {"outcome": "approve", "comment": "from the wrong tenant"}}
 
@@ -119,7 +130,7 @@ def acme_claimed(acme: Tenant) -> str:
 
 
 def test_every_api_route_and_method_is_in_the_isolation_table():
-    assert django_routes() == set(BY_ID) | COLLECTIONS | OPTIONS
+    assert django_routes() == set(BY_ID) | COLLECTIONS | CHECKPOINT_BY_ID | OPTIONS
 
 
 def test_the_table_covers_every_module_included_under_api_v1():
@@ -217,6 +228,57 @@ def test_other_organization_never_sees_acme_policies(acme, globex, acme_claimed,
     assert b"Acme approves all" not in response.content
     if method == "GET":
         assert response.json()["results"] == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("route", "method"), sorted(CHECKPOINT_BY_ID))
+def test_other_organization_gets_404_for_an_audit_checkpoint(
+    acme, globex, acme_claimed, route, method
+):
+    acme_checkpoint = acme.agent_client().post("/api/v1/audit/checkpoints").json()["id"]
+    for key in (globex.agent_key, globex.personal_keys["charlie"]):
+        response = call(key, method, path_for(route, acme_checkpoint))
+        assert response.status_code == 404
+        latest = call(key, "GET", "/api/v1/audit/checkpoints/latest")
+        assert acme_checkpoint.encode() not in latest.content
+        listed = call(key, "GET", "/api/v1/audit/checkpoints")
+        assert acme_checkpoint.encode() not in listed.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("export_format", ["chat", "preference", "decisions"])
+def test_other_organization_never_sees_acme_in_an_export(acme, globex, acme_claimed, export_format):
+    answered = acme.client_for("bob").post(
+        f"/api/v1/escalations/{acme_claimed}/responses",
+        {"outcome": "approve", "edited_arguments": {"order": 1, "amount": 2}},
+        format="json",
+    )
+    assert answered.status_code == 201
+    assert (
+        b"".join(  # Acme's own export has the line Globex must not see
+            call(acme.agent_key, "GET", f"/api/v1/exports/{export_format}").streaming_content
+        ).count(b"\n")
+        == 1
+    )
+    for key in (globex.agent_key, globex.personal_keys["charlie"]):
+        response = call(key, "GET", f"/api/v1/exports/{export_format}")
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == b""
+
+
+@pytest.mark.django_db
+def test_other_organizations_evidence_bundle_holds_nothing_of_acme(acme, globex, acme_claimed):
+    response = call(
+        globex.personal_keys["charlie"],
+        "GET",
+        "/api/v1/audit/bundle?since=2000-01-01&until=2999-01-01",
+    )
+    assert response.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as bundle:
+        content = b"".join(bundle.read(name) for name in bundle.namelist())
+    assert acme_claimed.encode() not in content
+    assert acme.organization.public_id.encode() not in content
+    assert globex.organization.public_id.encode() in content
 
 
 async def wait(

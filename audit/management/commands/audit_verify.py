@@ -1,8 +1,13 @@
-"""``manage.py audit_verify [--org SLUG]``: recompute the audit hash chains.
+"""``manage.py audit_verify [--org SLUG] [--checkpoint FILE …]``: recompute the audit hash chains.
 
 Prints one line per organization on stdout (``org <id>: ok, <n> events``). For a broken chain it
 names the first broken event on stderr and, after checking the rest, exits with status 1, so a
 cron job or monitor can alert on the exit status alone.
+
+``--checkpoint FILE`` (repeatable) checks instead that the current chain extends a signed
+checkpoint kept outside the database (``audit.checkpoints``): the signature is ours, the chain
+verifies, and its event at the checkpoint's seq has the signed hash. A chain rewritten with every
+hash recomputed fails here, naming the seq where it no longer matches.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.checkpoints import audit_verify_checkpoint
 from audit.management import organization_id_from_slug
 from audit.models import AuditEvent, ChainHead
 from audit.services import audit_verify_chain
@@ -22,8 +28,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--org", metavar="SLUG", help="check only this organization's chain")
+        parser.add_argument(
+            "--checkpoint",
+            metavar="FILE",
+            action="append",
+            default=[],
+            help="a signed checkpoint the chain must extend (repeatable)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["checkpoint"]:
+            self._verify_checkpoints(options["checkpoint"])
+            return
         if options["org"]:
             organization_ids = [organization_id_from_slug(options["org"])]
         else:
@@ -57,4 +73,27 @@ class Command(BaseCommand):
         if broken:
             raise CommandError(
                 f"{broken} of {len(organization_ids)} audit chains broken", returncode=1
+            )
+
+    def _verify_checkpoints(self, paths: list[str]) -> None:
+        failed = 0
+        for path in paths:
+            try:
+                with open(path, encoding="utf-8", newline="") as file:
+                    note = file.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"cannot read checkpoint {path}: {exc}") from None
+            result = audit_verify_checkpoint(note)
+            if result.ok:
+                self.stdout.write(
+                    f"{path}: ok, org {result.organization_id} extends seq {result.seq}"
+                )
+                continue
+            failed += 1
+            self.stdout.write(f"{path}: FAILED at seq {result.seq}")
+            self.stderr.write(f"{path}: org {result.organization_id or '-'}: {result.reason}")
+        if failed:
+            raise CommandError(
+                f"{failed} of {len(paths)} checkpoints not extended by the current chain",
+                returncode=1,
             )
