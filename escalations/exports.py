@@ -79,12 +79,13 @@ class ExportFilters:
         unknown = sorted(set(values) - set(FILTERS))
         for name in unknown:
             errors[name] = ["Unknown filter."]
-        outcome = values.get("outcome") or None
+        # A parameter given empty (``?until=``) is a mistake to name, not a filter left out.
+        outcome = values.get("outcome")
         if outcome is not None and outcome not in TERMINAL:
             errors["outcome"] = [f"Must be one of: {', '.join(TERMINAL)}."]
         bounds: dict[str, datetime | None] = {}
         for name in ("since", "until"):
-            raw = values.get(name) or None
+            raw = values.get(name)
             bounds[name] = None
             if raw is not None:
                 parsed = parse_moment(raw)

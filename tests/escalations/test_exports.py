@@ -276,6 +276,8 @@ def test_another_organizations_decisions_never_appear(acme, globex, decided, exp
         ({"outcome": "maybe"}, "outcome"),
         ({"since": "last tuesday"}, "since"),
         ({"until": "2026-13-45"}, "until"),
+        ({"until": ""}, "until"),
+        ({"outcome": ""}, "outcome"),
         ({"colour": "red"}, "colour"),
     ],
 )

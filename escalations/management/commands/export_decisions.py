@@ -25,14 +25,16 @@ class Command(BaseCommand):
         parser.add_argument("--format", required=True, choices=exports.FORMATS)
         parser.add_argument("--output", metavar="FILE", help="write here instead of stdout")
         for name in exports.FILTERS:
-            parser.add_argument(f"--{name}", default="")
+            parser.add_argument(f"--{name}")
 
     def handle(self, *args: Any, **options: Any) -> None:
         organization = Organization.objects.filter(slug=options["org"]).first()
         if organization is None:
             raise CommandError(f"no organization with slug {options['org']!r}")
         try:
-            filters = exports.ExportFilters.parse({name: options[name] for name in exports.FILTERS})
+            filters = exports.ExportFilters.parse(
+                {name: options[name] for name in exports.FILTERS if options[name] is not None}
+            )
         except exports.ExportError as exc:
             raise CommandError(str(exc)) from None
         lines = exports.export_lines(
