@@ -14,6 +14,8 @@ AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
 # `make test` leaves out the tests marked slow (minutes of real waiting, on purpose); CI runs them.
 PYTEST_ARGS ?= -m "not slow"
+# pytest-xdist workers: one per core by default; PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run prod test setup migrate lint format bench clean
 
@@ -50,7 +52,7 @@ prod: setup
 		$(BIN)/honcho start --no-colour -f Procfile -p $(PORT) -c web=$(WEB),worker=1,beat=1
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -7,14 +7,19 @@ so it never shares state with pytest-django's test database.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import secrets
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +53,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# The commands a user would run (createorg, then createapikey twice), in one process: each
+# process pays seconds of CPU to import Django and the apps, and the suite makes dozens of these.
+_ORGANIZATION_SCRIPT = """
+import io, json
+from django.core.management import call_command
+
+def run(*args):
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue().strip()
+
+slug = run("createorg", "Live Test", "--owner", "owner@live.test")
+print(json.dumps({
+    "slug": slug,
+    "agent_key": run("createapikey", "--org", slug, "--agent", "live-bot"),
+    "operator_key": run("createapikey", "--org", slug, "--user", "owner@live.test"),
+}))
+"""
 
 
 class Stack:
@@ -186,12 +211,7 @@ class Stack:
 
     def organization(self) -> dict[str, Any]:
         """An organization with an agent key and an operator's personal key."""
-        slug = self.manage("createorg", "Live Test", "--owner", "owner@live.test")
-        return {
-            "slug": slug,
-            "agent_key": self.manage("createapikey", "--org", slug, "--agent", "live-bot"),
-            "operator_key": self.manage("createapikey", "--org", slug, "--user", "owner@live.test"),
-        }
+        return json.loads(self.manage("shell", "--no-imports", "-c", _ORGANIZATION_SCRIPT))
 
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
@@ -223,11 +243,61 @@ def _base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# --- migrated templates ---------------------------------------------------------------------------
+# Every stack starts on a freshly migrated database. Migrating costs several CPU-seconds (a
+# process that imports Django and the apps, then the migrations), and the suite starts dozens of
+# stacks, so each test process migrates once into a template and every stack gets a copy.
+_templates: dict[str, str] = {}
+_template_dir = Path(tempfile.mkdtemp(prefix="awaithuman-templates-"))
+atexit.register(shutil.rmtree, _template_dir, ignore_errors=True)
+
+
+def _migrate(env: dict[str, str]) -> None:
+    Stack(env, _template_dir).manage("migrate", "--noinput")
+
+
+def _migrated_sqlite() -> Path:
+    if "sqlite" not in _templates:
+        template = _template_dir / "template.sqlite3"
+        _migrate(_base_env(DATABASE_URL=f"sqlite:///{template}"))
+        _templates["sqlite"] = str(template)
+    return Path(_templates["sqlite"])
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """Copy through SQLite's backup API, which also takes what is still in the WAL file."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def _migrated_postgres(database_url: str) -> str:
+    """The name of a migrated PostgreSQL database to create stacks' databases from."""
+    import psycopg
+
+    if "postgres" not in _templates:
+        name = f"awaithuman_template_{os.getpid()}_{secrets.token_hex(3)}"
+        admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_database, admin_url, name)
+        _migrate(_base_env(DATABASE_URL=f"{database_url.rsplit('/', 1)[0]}/{name}"))
+        _templates["postgres"] = name
+    return _templates["postgres"]
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def embedded_stack(tmp_path: Path) -> Iterator[Stack]:
     """The embedded default: one daphne process, SQLite, timers ticking inside it."""
-    stack = Stack(_base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'live.sqlite3'}"), tmp_path)
-    stack.manage("migrate", "--noinput")
+    database = tmp_path / "live.sqlite3"
+    _copy_sqlite(_migrated_sqlite(), database)
+    stack = Stack(_base_env(DATABASE_URL=f"sqlite:///{database}"), tmp_path)
     try:
         yield stack
     finally:
@@ -289,8 +359,9 @@ def production_stack(
     database_url, redis_url = need_services()[0], redis_url or need_services()[1]
     name = f"awaithuman_live_{secrets.token_hex(4)}"
     admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    template = _migrated_postgres(database_url)
     with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     server_url = database_url.rsplit("/", 1)[0]
     if database_port is not None:
         parts = urlsplit(server_url)
@@ -304,7 +375,6 @@ def production_stack(
     )
     stack = Stack(env, tmp_path)
     try:
-        stack.manage("migrate", "--noinput")
         yield stack
     finally:
         stack.stop()

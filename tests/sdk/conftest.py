@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,6 +123,16 @@ def start_live(stack: Stack, **env: str) -> Live:
     org = stack.organization()
     base = stack.daphne()
     return Live(stack, base, org["agent_key"], org["operator_key"], org["slug"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep these tests on one pytest-xdist worker (``--dist loadgroup``): they share one
+    session-wide server, which would otherwise start once per worker."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("sdk"))
 
 
 # A test that hangs (a human thread failed, so nobody ever answers) must fail CI, not stall it:
