@@ -30,6 +30,7 @@ from ._core import (
     default_title,
     normalize_action,
     outcome,
+    question_fields,
     raise_for_problem,
     retry_delay,
     same_request,
@@ -257,6 +258,13 @@ def approval_body(action: Any, title: str | None, **fields: Any) -> dict[str, An
     action = normalize_action(action)
     return create_body(
         kind="approval", title=title or default_title(action), action=action, **fields
+    )
+
+
+def question_body(question: str, answer: AnswerSchema, **fields: Any) -> dict[str, Any]:
+    title, context = question_fields(question, fields.pop("context"))
+    return create_body(
+        kind="question", title=title, context=context, response_schema=answer.json_schema, **fields
     )
 
 

@@ -17,21 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from . import _flows as flows
-from ._core import AnswerSchema, create_body, question_fields
-from ._flows import POLL_SECONDS, Flow, Settings, Sleep, T
+from ._core import AnswerSchema
+from ._flows import POLL_SECONDS, Flow, Settings, Sleep
 from .models import Decision, Escalation
 
-
-def _question_body(question: str, answer: AnswerSchema, **fields: Any) -> dict[str, Any]:
-    title, context = question_fields(question, fields.pop("context"))
-    return create_body(
-        kind="question", title=title, context=context, response_schema=answer.json_schema, **fields
-    )
+T = TypeVar("T")
 
 
 class AwaitHuman:
@@ -183,7 +178,7 @@ class AwaitHuman:
         """Ask a question and block for the answer. ``schema``: None (returns the text), a JSON
         Schema (returns the answer object) or a Pydantic model class (returns an instance)."""
         answer = AnswerSchema(schema)
-        body = _question_body(
+        body = flows.question_body(
             question,
             answer,
             context=context,
@@ -345,7 +340,7 @@ class AsyncAwaitHuman:
         wait_timeout: float | None = None,
     ) -> Any:
         answer = AnswerSchema(schema)
-        body = _question_body(
+        body = flows.question_body(
             question,
             answer,
             context=context,
