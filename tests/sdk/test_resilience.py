@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.live import embedded_stack
-from tests.sdk.conftest import REFUND, Background, Clients, start_live
+from tests.sdk.clients import Clients
+from tests.sdk.conftest import REFUND, Background, start_live
 
 FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
 
