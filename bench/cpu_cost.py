@@ -40,7 +40,7 @@ def main() -> None:
     from tenants.models import Agent, Organization
     from tenants.services import SYSTEM_ACTOR, api_key_create
 
-    from .scenarios import ESCALATION
+    from .waiters import ESCALATION
 
     organization = Organization.objects.get(name="Bench")
     agent = Agent.objects.filter(organization=organization).first()

@@ -16,19 +16,18 @@ import redis.asyncio as aioredis
 from . import client
 from .client import Connection, call, connect, connect_many, median, percentile, reopen, request
 from .server import REDIS_URL, Server, db_connections, sample_backends
+from .waiters import (
+    CREATE_PATH,
+    ESCALATION,
+    create_pending,
+    forget,
+    healthz_p99,
+    healthz_runs,
+    keep_waiting,
+    park,
+    wait_request,
+)
 
-ESCALATION = {
-    "kind": "approval",
-    "title": "Refund order #4512 for $750",
-    "action": {"name": "issue_refund", "arguments": {"order": "4512", "amount": 750}},
-    "context": {
-        "reasoning": "The customer was charged twice; policy allows refunds up to $1,000.",
-        "tool_calls": [{"name": "lookup_order", "arguments": {"order": "4512"}, "result": "ok"}],
-        "messages": [{"role": "user", "content": "I was charged twice for my order."}],
-    },
-    "external_id": "run_42",
-}
-CREATE_PATH = "/api/v1/escalations"
 BASELINE_PATH = "/bench/insert"
 
 
@@ -63,128 +62,6 @@ class Config:
             held_pool=200,
             healthz_samples=100,
         )
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-async def create_pending(
-    port: int, keys: list[str], count: int, concurrency: int = 32
-) -> list[str]:
-    """``count`` pending escalations through the API; their ids."""
-    conns = await connect_many(port, min(concurrency, count))
-    ids: list[str] = []
-    queue = list(range(count))
-
-    async def worker(conn: Connection) -> None:
-        while queue:
-            n = queue.pop()
-            data = request("POST", CREATE_PATH, port, key=keys[n % len(keys)], body=ESCALATION)
-            reply = await call(conn, data)
-            if reply.status != 201:
-                raise RuntimeError(f"create failed: {reply.status} {reply.body[:300]!r}")
-            ids.append(reply.json()["id"])
-
-    try:
-        await asyncio.gather(*(worker(conn) for conn in conns))
-    finally:
-        client.close_all(conns)
-    return ids
-
-
-def wait_request(port: int, public_id: str, key: str, timeout: float = 60) -> bytes:
-    path = f"/api/v1/escalations/{public_id}/wait?timeout={timeout:g}"
-    return request("GET", path, port, key=key)
-
-
-async def park(
-    port: int, conns: list[Connection], ids: list[str], keys: list[str]
-) -> tuple[list[asyncio.Future], float]:
-    """Send one wait per connection, then a ``timeout=0`` sentinel behind them.
-
-    The product's wait consumer opens every wait with one trip through the same database thread,
-    first come first served, so the sentinel's reply means the waits sent before it are parked.
-    Returns the futures and the seconds from the first send to the sentinel's reply.
-    """
-    started = time.perf_counter()
-    futures = [
-        conn.send(wait_request(port, ids[i % len(ids)], keys[i % len(keys)]))
-        for i, conn in enumerate(conns)
-    ]
-    sentinel = await connect(port)
-    try:
-        reply = await call(sentinel, wait_request(port, ids[0], keys[0], timeout=0), timeout=600)
-    except (TimeoutError, client.Closed):
-        return futures, math.nan  # never all parked within 10 minutes
-    finally:
-        sentinel.close()
-    return futures, reply.at - started
-
-
-async def healthz_p99(conn_box: list[Connection], port: int, samples: int) -> dict:
-    """Sequential GET /healthz on one connection: p50/p99 in ms."""
-    await reopen(conn_box)
-    data = request("GET", "/healthz", port)
-    latencies = []
-    errors = 0
-    for _ in range(samples):
-        start = time.perf_counter()
-        try:
-            reply = await call(conn_box[0], data, timeout=30)
-        except (client.Closed, TimeoutError):
-            errors += 1
-            await reopen(conn_box)
-            continue
-        if reply.status != 200:
-            errors += 1
-        latencies.append(reply.at - start)
-    return {
-        "p50_ms": percentile(latencies, 50) * 1e3,
-        "p99_ms": percentile(latencies, 99) * 1e3,
-        "errors": errors,
-    }
-
-
-async def healthz_runs(conn_box: list[Connection], port: int, cfg: Config) -> dict:
-    runs = [await healthz_p99(conn_box, port, cfg.healthz_samples) for _ in range(cfg.runs)]
-    return {
-        "p50_ms": median([r["p50_ms"] for r in runs]),
-        "p99_ms": median([r["p99_ms"] for r in runs]),
-        "errors": sum(r["errors"] for r in runs),
-        "runs_p99_ms": [r["p99_ms"] for r in runs],
-    }
-
-
-def _forget(futures: list[asyncio.Future]) -> None:
-    """Retrieve the outcome of every waiter so none is logged as 'never retrieved'."""
-    for future in futures:
-        if future.done() and not future.cancelled():
-            future.exception()
-        else:
-            future.cancel()
-
-
-def _keep_waiting(
-    port: int, conns: list[Connection], futures: list[asyncio.Future], ids: list[str], keys
-) -> list[int]:
-    """Re-send waiter i's wait whenever it comes back still pending; ``futures[i]`` is current."""
-    count = [0]
-
-    def arm(i: int, future: asyncio.Future) -> None:
-        def done(f: asyncio.Future) -> None:
-            if f.cancelled() or f.exception() is not None or not conns[i].is_open:
-                return
-            reply = f.result()
-            if reply.status == 200 and reply.json().get("status") == "pending":
-                count[0] += 1
-                futures[i] = conns[i].send(wait_request(port, ids[i], keys[i % len(keys)]))
-                arm(i, futures[i])
-
-        future.add_done_callback(done)
-
-    for i, future in enumerate(futures):
-        arm(i, future)
-    return count
 
 
 # --- (a) burst ----------------------------------------------------------------------------------
@@ -331,7 +208,7 @@ async def wake_once(
         early = sum(1 for f in futures if f.done())
         # Like the SDK, a waiter whose 60-s wait ran out while still pending waits again: a run of
         # 1,000 one-at-a-time decisions can outlast one wait.
-        rewaits = _keep_waiting(port, waiters, futures, ids, keys)
+        rewaits = keep_waiting(port, waiters, futures, ids, keys)
         after_response, after_send = [], []
         errors = 0
         for i, public_id in enumerate(ids):
@@ -363,7 +240,7 @@ async def wake_once(
     finally:
         client.close_all(waiters)
         decider.close()
-        _forget(futures)
+        forget(futures)
     ms = [x * 1e3 for x in after_response]
     return {
         "waiters": n,
@@ -424,7 +301,7 @@ async def wake_together(
     finally:
         client.close_all(waiters)
         client.close_all(deciders)
-        _forget(futures)
+        forget(futures)
     return {
         "waiters": n,
         "park_s": park_s,
@@ -539,14 +416,14 @@ async def held_one(
         client.close_all(warm)
         await asyncio.sleep(0.5)
         idle = server.status() | {"db_connections": db_connections()}
-        idle["healthz"] = await healthz_runs(box, port, cfg)
+        idle["healthz"] = await healthz_runs(box, port, cfg.healthz_samples, cfg.runs)
 
         conns = await connect_many(port, n)
         futures, park_s = await park(port, conns, ids, keys)
         parked_at = time.monotonic()
         await asyncio.sleep(1.0)
         samples = [server.status() | {"db_connections": db_connections()}]
-        held_healthz = await healthz_runs(box, port, cfg)
+        held_healthz = await healthz_runs(box, port, cfg.healthz_samples, cfg.runs)
         while time.monotonic() - parked_at < cfg.held_seconds:
             await asyncio.sleep(1.0)
             samples.append(server.status() | {"db_connections": db_connections()})
@@ -561,7 +438,7 @@ async def held_one(
         box[0].close()
         client.close_all(conns)
         server.stop()
-        _forget(futures)
+        forget(futures)
     per_waiter = (held["rss_kib"] - idle["rss_kib"]) / n
     result = {
         "waiters": n,

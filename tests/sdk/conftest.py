@@ -3,6 +3,9 @@ process), reached over HTTP on 127.0.0.1 like any agent would. No mocks of our A
 
 ``operator`` plays the human: it finds the pending escalation and answers it with a member's
 personal key, from another thread, while the SDK is blocked in its long-poll.
+
+``clients`` makes the client under test, once as ``AwaitHuman`` and once as ``AsyncAwaitHuman``
+(``tests/sdk/clients.py``), so each test of the client's behaviour holds for both.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import httpx
 import pytest
 
 from tests.live import Stack, embedded_stack
+from tests.sdk.clients import Clients
 
 
 class Operator:
@@ -153,6 +157,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     # one another (the 429 storm has its own stack, with a tiny limit).
     with embedded_stack(tmp_path_factory.mktemp("sdk-live")) as stack:
         yield start_live(stack, RATE_LIMIT_DEFAULT="100000")
+
+
+@pytest.fixture(params=["sync", "async"])
+def clients(request: pytest.FixtureRequest, live: Live) -> Iterator[Clients]:
+    with Clients(live, request.param) as made:
+        yield made
 
 
 @pytest.fixture

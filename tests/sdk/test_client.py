@@ -1,4 +1,5 @@
-"""The blocking and async clients against a live server: ask, wait, get the decision."""
+"""The blocking and async clients against a live server: ask, wait, get the decision. Every test
+runs with both (the ``clients`` fixture)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import time
 import httpx
 import pytest
 from awaithuman_sdk import (
-    AsyncAwaitHuman,
     AuthError,
-    AwaitHuman,
     Cancelled,
     ReceiptError,
     Rejected,
@@ -25,19 +24,9 @@ from pydantic import BaseModel
 from tests.sdk.conftest import REFUND, Background
 
 
-def client_for(live, **kwargs) -> AwaitHuman:
-    return AwaitHuman(api_key=live.agent_key, base_url=live.base, **kwargs)
-
-
-def counting_client(live, counter: list[str], **kwargs) -> AwaitHuman:
-    """A client whose every request path is recorded."""
-    http = httpx.Client(event_hooks={"request": [lambda request: counter.append(request.url.path)]})
-    return client_for(live, http_client=http, **kwargs)
-
-
-def test_a_decision_taken_mid_long_poll_returns_at_once(live, operator, run_id):
+def test_a_decision_taken_mid_long_poll_returns_at_once(clients, operator, run_id):
     paths: list[str] = []
-    client = counting_client(live, paths)
+    client = clients.new(on_request=lambda request: paths.append(request.url.path))
 
     def human() -> float:
         escalation = operator.pending(external_id=run_id)
@@ -58,8 +47,8 @@ def test_a_decision_taken_mid_long_poll_returns_at_once(live, operator, run_id):
     assert sum(path.endswith("/wait") for path in paths) == 1  # one poll, woken by the decision
 
 
-def test_a_rejection_raises_with_the_humans_reason(live, operator, run_id):
-    client = client_for(live)
+def test_a_rejection_raises_with_the_humans_reason(clients, operator, run_id):
+    client = clients.new()
     Background(
         lambda: operator.answer(
             operator.pending(external_id=run_id)["id"],
@@ -74,9 +63,9 @@ def test_a_rejection_raises_with_the_humans_reason(live, operator, run_id):
 
 
 def test_approve_with_edits_returns_the_edited_action_with_a_matching_receipt(
-    live, operator, run_id
+    clients, operator, run_id
 ):
-    client = client_for(live)
+    client = clients.new()
     edited = {"order": 1042, "amount": 500}
     Background(
         lambda: operator.approve(
@@ -92,8 +81,8 @@ def test_approve_with_edits_returns_the_edited_action_with_a_matching_receipt(
         client.verify_receipt(decision, action=REFUND)
 
 
-def test_a_tampered_receipt_is_refused(live, operator, run_id):
-    client = client_for(live)
+def test_a_tampered_receipt_is_refused(clients, live, operator, run_id):
+    client = clients.new()
     Background(lambda: operator.approve(operator.pending(external_id=run_id)["id"]))
     decision = client.request_approval(REFUND, external_id=run_id)
     jwks = httpx.get(f"{live.base}/.well-known/jwks.json").json()
@@ -124,23 +113,23 @@ def test_a_tampered_receipt_is_refused(live, operator, run_id):
         client.verify_receipt(f"{none_alg}.{claims_b64}.", action=REFUND)
 
 
-def test_no_one_answering_in_time_raises_timed_out(live, run_id):
-    client = client_for(live)
+def test_no_one_answering_in_time_raises_timed_out(clients, run_id):
+    client = clients.new()
     with pytest.raises(TimedOut) as caught:
         client.request_approval(REFUND, timeout=1, on_timeout="reject", external_id=run_id)
     assert caught.value.decision.decided_by == {"type": "timeout", "on_timeout": "reject"}
 
 
-def test_approved_on_timeout_is_an_approval_with_a_receipt(live, run_id):
-    client = client_for(live)
+def test_approved_on_timeout_is_an_approval_with_a_receipt(clients, run_id):
+    client = clients.new()
     decision = client.request_approval(REFUND, timeout=1, on_timeout="approve")
     assert decision.approved
     assert decision.decided_by["type"] == "timeout"
     assert client.verify_receipt(decision)["sub"] == decision.escalation_id
 
 
-def test_wait_timeout_gives_up_on_the_client_only(live, operator, run_id):
-    client = client_for(live, poll_seconds=1)
+def test_wait_timeout_gives_up_on_the_client_only(clients, operator, run_id):
+    client = clients.new(poll_seconds=1)
     started = time.monotonic()
     with pytest.raises(TimedOut, match="still pending"):
         client.request_approval(REFUND, external_id=run_id, wait_timeout=1.5)
@@ -148,60 +137,70 @@ def test_wait_timeout_gives_up_on_the_client_only(live, operator, run_id):
     assert operator.pending(external_id=run_id)["status"] == "pending"
 
 
-def test_a_restarted_agent_resumes_its_escalation_by_external_id(live, operator, run_id):
-    first = client_for(live)
+def test_a_restarted_agent_resumes_its_escalation_by_external_id(clients, operator, run_id):
+    first = clients.new()
     with pytest.raises(TimedOut):
         first.request_approval(REFUND, external_id=run_id, wait_timeout=0.5)
     first.close()  # the agent "crashes"
 
     pending = operator.pending(external_id=run_id)
     Background(lambda: operator.approve(pending["id"]), delay=1)
-    decision = client_for(live).request_approval(REFUND, external_id=run_id)
+    decision = clients.new().request_approval(REFUND, external_id=run_id)
 
     assert decision.escalation_id == pending["id"]
-    assert [e.id for e in client_for(live).list(external_id=run_id)] == [pending["id"]]
+    assert [e.id for e in clients.new().list(external_id=run_id)] == [pending["id"]]
 
 
-def test_a_retry_after_a_lost_response_makes_no_second_escalation(live, operator, run_id):
-    class LoseFirstResponse(httpx.BaseTransport):
+def test_a_retry_after_a_lost_response_makes_no_second_escalation(clients, operator, run_id):
+    class LoseFirstResponse(httpx.BaseTransport, httpx.AsyncBaseTransport):
         """The create reaches the server, but its response is lost on the way back."""
 
         def __init__(self) -> None:
             self.inner = httpx.HTTPTransport()
+            self.async_inner = httpx.AsyncHTTPTransport()
             self.lost = 0
+
+        def lose(self, request: httpx.Request) -> None:
+            if request.method == "POST" and not self.lost:
+                self.lost += 1
+                raise httpx.ReadTimeout("response lost", request=request)
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             response = self.inner.handle_request(request)
-            if request.method == "POST" and not self.lost:
-                response.read()
-                self.lost += 1
-                raise httpx.ReadTimeout("response lost", request=request)
+            response.read()
+            self.lose(request)
+            return response
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.async_inner.handle_async_request(request)
+            await response.aread()
+            self.lose(request)
             return response
 
     transport = LoseFirstResponse()
-    client = client_for(live, http_client=httpx.Client(transport=transport))
+    client = clients.new(transport=transport)
     created = client.create(kind="approval", title="Refund", action=REFUND, external_id=run_id)
     assert transport.lost == 1
     assert [e.id for e in client.list(external_id=run_id)] == [created.id]
 
 
-def test_cancel_from_elsewhere_raises_cancelled(live, operator, run_id):
-    client = client_for(live)
-    other = client_for(live)
+def test_cancel_from_elsewhere_raises_cancelled(clients, operator, run_id):
+    client = clients.new()
+    other = clients.new()
     Background(lambda: other.cancel(operator.pending(external_id=run_id)["id"]))
     with pytest.raises(Cancelled):
         client.request_approval(REFUND, external_id=run_id)
 
 
-def test_cancel_twice_is_harmless(live, run_id):
-    client = client_for(live)
+def test_cancel_twice_is_harmless(clients, run_id):
+    client = clients.new()
     created = client.create(kind="approval", title="Refund", action=REFUND)
     assert client.cancel(created.id).status == "cancelled"
     assert client.cancel(created.id).status == "cancelled"
 
 
-def test_ask_returns_the_answer_text(live, operator, run_id):
-    client = client_for(live)
+def test_ask_returns_the_answer_text(clients, operator, run_id):
+    client = clients.new()
     Background(
         lambda: operator.answer(
             operator.pending(external_id=run_id)["id"],
@@ -217,8 +216,8 @@ class RefundTerms(BaseModel):
     reason: str
 
 
-def test_ask_with_a_pydantic_schema_returns_a_parsed_model(live, operator, run_id):
-    client = client_for(live)
+def test_ask_with_a_pydantic_schema_returns_a_parsed_model(clients, operator, run_id):
+    client = clients.new()
 
     def human() -> None:
         escalation = operator.pending(external_id=run_id)
@@ -232,46 +231,22 @@ def test_ask_with_a_pydantic_schema_returns_a_parsed_model(live, operator, run_i
     assert terms == RefundTerms(amount=500, reason="goodwill")
 
 
-def test_bad_input_raises_validation_error_with_field_errors(live):
-    client = client_for(live)
+def test_bad_input_raises_validation_error_with_field_errors(clients, live):
+    client = clients.new()
     with pytest.raises(ValidationError) as caught:
         client.request_approval(REFUND, on_timeout="explode")
     assert "on_timeout" in caught.value.errors
     assert caught.value.status == 400
 
 
-def test_a_wrong_key_raises_auth_error(live):
+def test_a_wrong_key_raises_auth_error(clients, live):
     bad = live.agent_key[:-1] + ("A" if live.agent_key[-1] != "A" else "B")
     with pytest.raises(AuthError) as caught:
-        AwaitHuman(api_key=bad, base_url=live.base).get("esc_x")
+        clients.new(api_key=bad).get("esc_x")
     assert caught.value.status == 401
 
 
-def test_an_operator_key_cannot_ask(live):
+def test_an_operator_key_cannot_ask(clients, live):
     with pytest.raises(AuthError) as caught:
-        AwaitHuman(api_key=live.operator_key, base_url=live.base).request_approval(REFUND)
+        clients.new(api_key=live.operator_key).request_approval(REFUND)
     assert caught.value.status == 403
-
-
-async def test_the_async_client_waits_and_verifies(live, operator, run_id):
-    async with AsyncAwaitHuman(api_key=live.agent_key, base_url=live.base) as client:
-        Background(
-            lambda: operator.approve(operator.pending(external_id=run_id)["id"], comment="ok")
-        )
-        decision = await client.request_approval(REFUND, external_id=run_id)
-        assert decision.approved and decision.comment == "ok"
-        claims = await client.verify_receipt(decision)
-        assert claims["action_hash"] == action_hash(REFUND)
-        with pytest.raises(ReceiptError):
-            await client.verify_receipt(decision, action={"name": "issue_refund", "arguments": {}})
-
-
-async def test_the_async_client_raises_rejected(live, operator, run_id):
-    async with AsyncAwaitHuman(api_key=live.agent_key, base_url=live.base) as client:
-        Background(
-            lambda: operator.answer(
-                operator.pending(external_id=run_id)["id"], outcome="reject", comment="no"
-            )
-        )
-        with pytest.raises(Rejected, match="no"):
-            await client.request_approval(REFUND, external_id=run_id)

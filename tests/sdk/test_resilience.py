@@ -1,6 +1,7 @@
 """The SDK outlasts what real deployments do to it: a server restart in the middle of a wait,
 and a storm of 429s from a tight per-key rate limit. Each test has its own server and takes
-most of a minute of real time: they are marked slow (CI runs them; ``make test`` does not)."""
+most of a minute of real time: they are marked slow (CI runs them; ``make test`` does not).
+Both run with the blocking and the async client."""
 
 from __future__ import annotations
 
@@ -10,26 +11,23 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from awaithuman_sdk import AwaitHuman
 
 from tests.live import embedded_stack
+from tests.sdk.clients import Clients
 from tests.sdk.conftest import REFUND, Background, start_live
+
+FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
 
 
 @pytest.mark.slow
-def test_the_sdk_survives_a_server_restart_mid_wait(tmp_path):
-    with embedded_stack(tmp_path) as stack:
-        live = start_live(stack)
+@FLAVOURS
+def test_the_sdk_survives_a_server_restart_mid_wait(tmp_path, flavour):
+    with embedded_stack(tmp_path) as stack, Clients(start_live(stack), flavour) as clients:
+        live = clients.live
         daphne = stack.processes[-1]
         port = urlsplit(live.base).port
         polls: list[int] = []
-        client = AwaitHuman(
-            api_key=live.agent_key,
-            base_url=live.base,
-            http_client=httpx.Client(
-                event_hooks={"response": [lambda response: polls.append(response.status_code)]}
-            ),
-        )
+        client = clients.new(on_response=lambda response: polls.append(response.status_code))
         waiting = Background(lambda: client.request_approval(REFUND, external_id="restart-1"))
         escalation = live.operator.pending(external_id="restart-1")
         time.sleep(1)  # the SDK is parked in a long-poll on the first process
@@ -51,10 +49,16 @@ def test_the_sdk_survives_a_server_restart_mid_wait(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_429_storm_is_ridden_out_without_duplicates(tmp_path):
+@FLAVOURS
+def test_a_429_storm_is_ridden_out_without_duplicates(tmp_path, flavour):
     # 5 requests per 2-second window per key, for the agent and the operator alike.
-    with embedded_stack(tmp_path) as stack:
-        live = start_live(stack, RATE_LIMIT_DEFAULT="5", RATE_LIMIT_WINDOW_SECONDS="2")
+    with (
+        embedded_stack(tmp_path) as stack,
+        Clients(
+            start_live(stack, RATE_LIMIT_DEFAULT="5", RATE_LIMIT_WINDOW_SECONDS="2"), flavour
+        ) as clients,
+    ):
+        live = clients.live
         statuses: list[int] = []
         lock = threading.Lock()
 
@@ -62,12 +66,8 @@ def test_a_429_storm_is_ridden_out_without_duplicates(tmp_path):
             with lock:
                 statuses.append(response.status_code)
 
-        client = AwaitHuman(
-            api_key=live.agent_key,
-            base_url=live.base,
-            max_retries=20,
-            http_client=httpx.Client(event_hooks={"response": [record]}),
-        )
+        # With the async client, the eight agents below are eight coroutines on one loop.
+        client = clients.new(max_retries=20, on_response=record)
         agents = [
             Background(
                 lambda n=n: client.request_approval(

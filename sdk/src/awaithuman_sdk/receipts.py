@@ -21,7 +21,6 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import MissingDependency, ReceiptError
@@ -157,30 +156,18 @@ class JWKSCache:
         self._fetched_at = float("-inf")
         self._lock = threading.Lock()
 
-    def _stale_for(self, kid: str) -> bool:
+    def fresh(self, kid: str) -> dict[str, Any] | None:
+        """The cached JWKS if it can check a receipt signed by ``kid``; None: fetch and
+        ``store`` it first."""
         age = time.monotonic() - self._fetched_at
         if self._jwks is None or age > self.max_age:
-            return True
+            return None
         known = any(key.get("kid") == kid for key in self._jwks.get("keys", []))
-        return not known and age >= self.min_interval
+        return None if not known and age >= self.min_interval else self._jwks
 
-    def _store(self, jwks: Any) -> dict[str, Any]:
+    def store(self, jwks: Any) -> dict[str, Any]:
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
             raise ReceiptError("The server's JWKS is malformed.")
         with self._lock:
             self._jwks, self._fetched_at = jwks, time.monotonic()
         return jwks
-
-    def get(self, kid: str, fetch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if self._stale_for(kid):
-            return self._store(fetch())
-        assert self._jwks is not None
-        return self._jwks
-
-    async def aget(
-        self, kid: str, fetch: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        if self._stale_for(kid):
-            return self._store(await fetch())
-        assert self._jwks is not None
-        return self._jwks
