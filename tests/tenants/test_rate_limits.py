@@ -234,15 +234,20 @@ def test_with_redis_down_limits_are_counted_in_process_and_the_api_keeps_answeri
 
 def test_no_burst_of_twice_the_limit_fits_around_a_window_boundary(acme):
     """A fixed window lets 2 × limit through around a boundary; a moving window never does."""
+    window = 4
     key = fresh_agent_key(acme, rate_limit=4)
-    with override_settings(RATE_LIMIT_WINDOW_SECONDS=2):
-        time.sleep((1.6 - time.time() % 2) % 2)  # the last moments of a 2-second window
+    with override_settings(RATE_LIMIT_WINDOW_SECONDS=window):
+        time.sleep((window - 1 - time.time() % window) % window)  # the last second of a window
+        first = time.time()
         before = [get(key).status_code for _ in range(4)]
-        time.sleep(2.05 - time.time() % 2)  # just past the boundary
+        boundary = first - first % window + window
+        assert time.time() < boundary, "the first four requests took the whole last second"
+        time.sleep(boundary + 0.05 - time.time())  # just past the boundary
         after = [get(key) for _ in range(4)]
+        assert time.time() < first + window, "the eight requests took longer than one window"
     assert before == [200] * 4
     assert [answer.status_code for answer in after] == [429] * 4
-    assert all(1 <= int(answer["Retry-After"]) <= 2 for answer in after)
+    assert all(1 <= int(answer["Retry-After"]) <= window for answer in after)
 
 
 @pytest.mark.services
