@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "tenants",
     "escalations",
     "notifications",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -241,8 +242,8 @@ CELERY_TASK_ROUTES = {
     for name in (
         "notifications.tasks.deliver",
         "notifications.tasks.deliver_many",
-        "notifications.callback_tasks.webhook_deliver",
-        "notifications.channel_answers.messages_update_after_decision",
+        "webhooks.tasks.webhook_deliver",
+        "notifications.tasks.messages_update_after_decision",
     )
 }
 CELERY_TIMEZONE = "UTC"
@@ -424,7 +425,7 @@ CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
     "options": {"expires": NOTIFICATION_SWEEP_SECONDS * 2},
 }
 
-# --- Agent callbacks and outbound webhooks (notifications/callbacks.py, notifications/ssrf.py) ---
+# --- Agent callbacks and outbound webhooks (webhooks/sending.py, awaithuman/outbound.py) --------
 # Outbound URLs resolving to private, loopback, link-local, CGNAT, … addresses are refused at
 # connect time, except in the embedded default, where local receivers are the point.
 OUTBOUND_ALLOW_PRIVATE = envbool("OUTBOUND_ALLOW_PRIVATE", EMBEDDED)
@@ -438,7 +439,7 @@ WEBHOOK_CLAIM_SECONDS = envint("WEBHOOK_CLAIM_SECONDS", 120, minimum=1)
 WEBHOOK_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600
 CELERY_BEAT_SCHEDULE["webhook-messages-due"] = {
-    "task": "notifications.callback_tasks.webhook_messages_due",
+    "task": "webhooks.tasks.webhook_messages_due",
     "schedule": 1.0,
     "options": {"expires": 5},
 }

@@ -243,7 +243,7 @@ def seed() -> tuple[str, Any, Any]:
     through the services a person's console clicks go through; returns the agent's key, the
     organization and the agent."""
     from escalations.models import Policy, PolicyLevel
-    from notifications.services import (
+    from notifications.contact_points import (
         contact_point_add,
         contact_point_mark_verified,
         contact_point_move,
@@ -642,8 +642,8 @@ def profile_in_process(organization: Any, agent: Any, count: int) -> dict[str, A
     from django.db import connection
 
     from escalations.services import escalation_create
+    from notifications.deliveries import delivery_send
     from notifications.models import Delivery
-    from notifications.services import delivery_send
     from notifications.transports import http
 
     spent = {"queries": 0, "sql": 0.0, "http": 0.0}

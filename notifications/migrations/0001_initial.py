@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import notifications.models
+import webhooks.models
 from django.db import migrations, models
 
 
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             name='AgentWebhookSecret',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('secret', models.CharField(default=notifications.models.new_webhook_secret, editable=False, max_length=64)),
+                ('secret', models.CharField(default=webhooks.models.new_webhook_secret, editable=False, max_length=64)),
                 ('previous_secret', models.CharField(blank=True, editable=False, max_length=64)),
                 ('rotated_at', models.DateTimeField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
@@ -120,7 +120,7 @@ class Migration(migrations.Migration):
             name='WebhookEndpoint',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('secret', models.CharField(default=notifications.models.new_webhook_secret, editable=False, max_length=64)),
+                ('secret', models.CharField(default=webhooks.models.new_webhook_secret, editable=False, max_length=64)),
                 ('previous_secret', models.CharField(blank=True, editable=False, max_length=64)),
                 ('rotated_at', models.DateTimeField(blank=True, null=True)),
                 ('public_id', models.CharField(editable=False, max_length=32, unique=True)),
