@@ -379,7 +379,7 @@ TEMPLATES[0]["OPTIONS"]["context_processors"].append("tenants.billing_views.bill
 # --- Notification providers (notifications/transports/) --------------------------------------
 # Each provider is off until its credentials are set. Base URLs are settings so tests (and a
 # regional or proxied deployment) can point them elsewhere; the inbound webhooks that answer
-# escalations from a channel live under /hooks/ (notifications/inbound_urls.py).
+# escalations from a channel live under /hooks/ (notifications/urls.py).
 NOTIFICATION_HTTP_TIMEOUT = envint("NOTIFICATION_HTTP_TIMEOUT", 15, minimum=1)
 # Twilio (SMS and WhatsApp).
 TWILIO_API_BASE = envstr("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
@@ -406,7 +406,7 @@ VAPID_SUBJECT = envstr("VAPID_SUBJECT", "mailto:admin@localhost")
 if bool(VAPID_PUBLIC_KEY) != bool(VAPID_PRIVATE_KEY):
     raise ImproperlyConfigured("VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together")
 
-# --- Notification delivery (notifications/services.py, notifications/tasks.py) ------------------
+# --- Notification delivery (notifications/deliveries.py, notifications/tasks.py) ----------------
 # A worker holds a claimed delivery this long; a worker killed mid-send leaves it ``sending``
 # until then, and the sweep may claim it again.
 NOTIFICATION_DELIVERY_LEASE_SECONDS = envint("NOTIFICATION_DELIVERY_LEASE_SECONDS", 60, minimum=1)
