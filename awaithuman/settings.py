@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "tenants",
     "escalations",
     "notifications",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -241,8 +242,8 @@ CELERY_TASK_ROUTES = {
     for name in (
         "notifications.tasks.deliver",
         "notifications.tasks.deliver_many",
-        "notifications.callback_tasks.webhook_deliver",
-        "notifications.channel_answers.messages_update_after_decision",
+        "webhooks.tasks.webhook_deliver",
+        "notifications.tasks.messages_update_after_decision",
     )
 }
 CELERY_TIMEZONE = "UTC"
@@ -378,7 +379,7 @@ TEMPLATES[0]["OPTIONS"]["context_processors"].append("tenants.billing_views.bill
 # --- Notification providers (notifications/transports/) --------------------------------------
 # Each provider is off until its credentials are set. Base URLs are settings so tests (and a
 # regional or proxied deployment) can point them elsewhere; the inbound webhooks that answer
-# escalations from a channel live under /hooks/ (notifications/inbound_urls.py).
+# escalations from a channel live under /hooks/ (notifications/urls.py).
 NOTIFICATION_HTTP_TIMEOUT = envint("NOTIFICATION_HTTP_TIMEOUT", 15, minimum=1)
 # Twilio (SMS and WhatsApp).
 TWILIO_API_BASE = envstr("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
@@ -405,7 +406,7 @@ VAPID_SUBJECT = envstr("VAPID_SUBJECT", "mailto:admin@localhost")
 if bool(VAPID_PUBLIC_KEY) != bool(VAPID_PRIVATE_KEY):
     raise ImproperlyConfigured("VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY are set together")
 
-# --- Notification delivery (notifications/services.py, notifications/tasks.py) ------------------
+# --- Notification delivery (notifications/deliveries.py, notifications/tasks.py) ----------------
 # A worker holds a claimed delivery this long; a worker killed mid-send leaves it ``sending``
 # until then, and the sweep may claim it again.
 NOTIFICATION_DELIVERY_LEASE_SECONDS = envint("NOTIFICATION_DELIVERY_LEASE_SECONDS", 60, minimum=1)
@@ -424,7 +425,7 @@ CELERY_BEAT_SCHEDULE["notification-deliveries-due"] = {
     "options": {"expires": NOTIFICATION_SWEEP_SECONDS * 2},
 }
 
-# --- Agent callbacks and outbound webhooks (notifications/callbacks.py, notifications/ssrf.py) ---
+# --- Agent callbacks and outbound webhooks (webhooks/sending.py, awaithuman/outbound.py) --------
 # Outbound URLs resolving to private, loopback, link-local, CGNAT, … addresses are refused at
 # connect time, except in the embedded default, where local receivers are the point.
 OUTBOUND_ALLOW_PRIVATE = envbool("OUTBOUND_ALLOW_PRIVATE", EMBEDDED)
@@ -438,7 +439,7 @@ WEBHOOK_CLAIM_SECONDS = envint("WEBHOOK_CLAIM_SECONDS", 120, minimum=1)
 WEBHOOK_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 WEBHOOK_SECRET_OVERLAP_SECONDS = 24 * 3600
 CELERY_BEAT_SCHEDULE["webhook-messages-due"] = {
-    "task": "notifications.callback_tasks.webhook_messages_due",
+    "task": "webhooks.tasks.webhook_messages_due",
     "schedule": 1.0,
     "options": {"expires": 5},
 }

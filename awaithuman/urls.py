@@ -17,7 +17,7 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path(".well-known/jwks.json", receipts.jwks_view, name="jwks"),
     path("api/v1/", include("escalations.urls")),
-    path("api/v1/", include("notifications.callback_urls")),
+    path("api/v1/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's start-up script as its own file, and api/docs.html its
     # page styles, for the Content-Security-Policy (no inline script or style).
@@ -26,13 +26,13 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/docs.html"),
         name="api-docs",
     ),
-    path("hooks/", include("notifications.inbound_urls")),
+    path("hooks/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),
     path("", include("tenants.billing_urls")),
     path("org/overview/", overview.overview, name="overview"),
     path("account/", include("allauth.urls")),
     path("", include("escalations.console_urls")),
-    path("", include("notifications.urls")),
-    path("", include("notifications.webhook_urls")),
+    path("", include("notifications.console_urls")),
+    path("", include("webhooks.console_urls")),
 ]

@@ -156,7 +156,7 @@ def seed() -> tuple[str, Any, Any]:
     through the services a person's console clicks go through; returns the agent's key, the
     organization and the agent."""
     from escalations.models import Policy, PolicyLevel
-    from notifications.services import (
+    from notifications.contact_points import (
         contact_point_add,
         contact_point_mark_verified,
         contact_point_move,

@@ -157,7 +157,7 @@ def profile_in_process(organization: Any, agent: Any, count: int) -> dict[str, A
 
     from escalations.services import escalation_create
     from notifications.models import Delivery
-    from notifications.services import delivery_send
+    from notifications.deliveries import delivery_send
     from notifications.transports import http
 
     spent = {"queries": 0, "sql": 0.0, "http": 0.0}

@@ -6,7 +6,7 @@ Each request is authenticated the provider's way before anything is read from it
 header, Slack's v0 signature with a 5-minute window, and for push the HMAC'd token in the
 encrypted payload — and then the sender must be the person the answer code belongs to (their
 verified contact point on that channel). The answer itself goes through ``response_submit``
-(``notifications.channel_answers``); refusals — a late answer, a viewer, a claim held by someone
+(``notifications.answer_codes``); refusals — a late answer, a viewer, a claim held by someone
 else — are told back politely in the same channel. A provider that is not configured gets 404.
 """
 
@@ -30,15 +30,16 @@ from twilio.request_validator import RequestValidator
 
 from escalations.models import Response
 
-from .channel_answers import (
+from .answer_codes import (
     answer_code_by_push_token,
     answer_code_by_sms,
     answer_code_by_token,
     answer_from_channel,
     parse_sms_answer,
 )
+from .contact_points import contact_point_mark_verified
+from .deliveries import delivery_report_delivered, delivery_report_failed
 from .models import ContactPoint
-from .services import delivery_report_delivered, delivery_report_failed
 from .transports.base import TransportError
 from .transports.twilio import status_error
 
@@ -262,8 +263,6 @@ def _telegram_send(chat_id: str, text: str) -> JsonResponse:
 def contact_point_link(point: ContactPoint, *, address: str) -> None:
     """Record the proven address and verify the contact point (the notification core's
     ``contact_point_mark_verified`` audits it)."""
-    from .services import contact_point_mark_verified
-
     with transaction.atomic():
         point.address = address
         point.save(update_fields=["address"])

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from escalations.models import Escalation, Response
 
-from .channel_answers import is_simple_approval
+from .messages import is_simple_approval
 
 if TYPE_CHECKING:
     from .models import Delivery
@@ -40,7 +40,7 @@ class ActionClaim:
 
 def answerable_by_link(escalation: Escalation) -> bool:
     """A plain approval can be answered with one click; a typed answer needs the console.
-    The same rule as the chat buttons (``channel_answers.is_simple_approval``)."""
+    The same rule as the chat buttons (``messages.is_simple_approval``)."""
     return is_simple_approval(escalation)
 
 

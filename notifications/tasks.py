@@ -1,4 +1,4 @@
-"""Celery entry points: thin wrappers over ``notifications.services``."""
+"""Celery entry points: thin wrappers over ``notifications.deliveries``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from celery import Task, shared_task
 
 from awaithuman.celery import enqueue
 
-from . import services
+from . import deliveries
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
@@ -18,8 +18,8 @@ def deliver(self: Task, delivery_id: int) -> str:
     ``acks_late``: a worker killed mid-send leaves the message to be redelivered; the claim in
     ``delivery_send`` keeps the redelivered task from sending a second time within the lease.
     """
-    outcome = services.delivery_send(delivery_id)
-    if isinstance(outcome, services.RetryLater):
+    outcome = deliveries.delivery_send(delivery_id)
+    if isinstance(outcome, deliveries.RetryLater):
         # Eagerly (the embedded default) a retry would run at once, in the caller's thread:
         # leave it to the sweep, which finds the row when ``next_attempt_at`` is due.
         if not self.app.conf.task_always_eager:
@@ -30,13 +30,13 @@ def deliver(self: Task, delivery_id: int) -> str:
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
 def deliver_many(self: Task, delivery_ids: list[int]) -> str:
-    """Send a fan-out's deliveries together (``services.deliveries_send``); each
+    """Send a fan-out's deliveries together (``deliveries.deliveries_send``); each
     transient failure is retried on its own by ``deliver`` after its backoff (eagerly, by the
     sweep). Returns a summary for the worker's log, e.g. "sent 3"."""
-    outcomes = services.deliveries_send(delivery_ids)
+    outcomes = deliveries.deliveries_send(delivery_ids)
     summary: Counter[str] = Counter()
     for delivery_id, outcome in outcomes.items():
-        if isinstance(outcome, services.RetryLater):
+        if isinstance(outcome, deliveries.RetryLater):
             summary["retry"] += 1
             if not self.app.conf.task_always_eager:
                 deliver.apply_async((delivery_id,), countdown=outcome.delay)
@@ -48,4 +48,10 @@ def deliver_many(self: Task, delivery_ids: list[int]) -> str:
 @shared_task(ignore_result=True)
 def deliveries_due() -> int:
     """The sweep (beat in production): re-queue deliveries that are due or stuck."""
-    return enqueue(deliver, *[(pk,) for pk in services.deliveries_due()])
+    return enqueue(deliver, *[(pk,) for pk in deliveries.deliveries_due()])
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def messages_update_after_decision(escalation_id: int) -> None:
+    """Edit the sent messages of a terminal escalation to show its outcome."""
+    deliveries.messages_update_after_decision(escalation_id)

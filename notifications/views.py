@@ -30,9 +30,10 @@ from escalations.services import response_submit
 from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 
-from . import links, services
+from . import contact_points as point_services
+from . import links
+from .contact_points import ContactPointError
 from .models import ContactPoint, Delivery
-from .services import ContactPointError
 from .transports.email import escalation_summary
 
 COMMENT_MAX = 2000
@@ -151,8 +152,8 @@ def _back() -> HttpResponseRedirect:
 @role_required()
 def contact_points(request: HttpRequest) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
-    preference = services.preference_get(membership)
-    available = services.channels_available()
+    preference = point_services.preference_get(membership)
+    available = point_services.channels_available()
     latest = Delivery.objects.filter(contact_point=OuterRef("pk")).order_by("-created_at", "-id")
     points = list(
         membership.contact_points.annotate(
@@ -184,7 +185,7 @@ def contact_points(request: HttpRequest) -> HttpResponse:
 @role_required()
 def contact_point_add(request: HttpRequest) -> HttpResponse:
     try:
-        point = services.contact_point_add(
+        point = point_services.contact_point_add(
             membership=request.membership,  # type: ignore[attr-defined]
             channel=request.POST.get("channel", ""),
             address=request.POST.get("address", ""),
@@ -207,7 +208,7 @@ def contact_point_add_push(request: HttpRequest) -> HttpResponse:
     except ValueError:
         subscription = None
     try:
-        point = services.contact_point_add_push(
+        point = point_services.contact_point_add_push(
             membership=request.membership,  # type: ignore[attr-defined]
             subscription=subscription,
             label=request.POST.get("label", ""),
@@ -221,7 +222,7 @@ def contact_point_add_push(request: HttpRequest) -> HttpResponse:
 
 def _begin_verification(request: HttpRequest, point: ContactPoint) -> None:
     try:
-        instructions = services.contact_point_verification_begin(contact_point=point)
+        instructions = point_services.contact_point_verification_begin(contact_point=point)
     except ContactPointError as exc:
         messages.error(request, str(exc))
         return
@@ -245,7 +246,7 @@ def contact_point_send_code(request: HttpRequest, public_id: str) -> HttpRespons
 def contact_point_verify(request: HttpRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     try:
-        services.contact_point_verify(
+        point_services.contact_point_verify(
             contact_point=point,
             membership=request.membership,  # type: ignore[attr-defined]
             code=request.POST.get("code", ""),
@@ -262,7 +263,7 @@ def contact_point_verify(request: HttpRequest, public_id: str) -> HttpResponse:
 def contact_point_test(request: HttpRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     try:
-        services.contact_point_send_test(
+        point_services.contact_point_send_test(
             contact_point=point,
             membership=request.membership,  # type: ignore[attr-defined]
         )
@@ -277,7 +278,7 @@ def contact_point_test(request: HttpRequest, public_id: str) -> HttpResponse:
 @role_required()
 def contact_point_move(request: HttpRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
-    services.contact_point_move(
+    point_services.contact_point_move(
         contact_point=point,
         membership=request.membership,  # type: ignore[attr-defined]
         up=request.POST.get("direction") == "up",
@@ -289,7 +290,7 @@ def contact_point_move(request: HttpRequest, public_id: str) -> HttpResponse:
 @role_required()
 def contact_point_priorities(request: HttpRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
-    services.contact_point_set_priorities(
+    point_services.contact_point_set_priorities(
         contact_point=point,
         membership=request.membership,  # type: ignore[attr-defined]
         priorities=request.POST.getlist("priorities"),
@@ -301,7 +302,7 @@ def contact_point_priorities(request: HttpRequest, public_id: str) -> HttpRespon
 @role_required()
 def contact_point_remove(request: HttpRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
-    services.contact_point_remove(
+    point_services.contact_point_remove(
         contact_point=point,
         membership=request.membership,  # type: ignore[attr-defined]
     )
@@ -322,7 +323,7 @@ def _time(value: str) -> time | None:
 @require_POST
 @role_required()
 def all_points_for(request: HttpRequest) -> HttpResponse:
-    services.preference_set_all_points_for(
+    point_services.preference_set_all_points_for(
         membership=request.membership,  # type: ignore[attr-defined]
         priorities=request.POST.getlist("priorities"),
     )
@@ -334,7 +335,7 @@ def all_points_for(request: HttpRequest) -> HttpResponse:
 @role_required()
 def quiet_hours(request: HttpRequest) -> HttpResponse:
     try:
-        services.preference_update(
+        point_services.preference_update(
             membership=request.membership,  # type: ignore[attr-defined]
             quiet_start=_time(request.POST.get("quiet_start", "")),
             quiet_end=_time(request.POST.get("quiet_end", "")),

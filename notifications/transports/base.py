@@ -29,7 +29,7 @@ class Transport:
     """Sends one delivery; returns the provider's message id (or "").
 
     Every method either returns or raises ``TransportError``; anything else is treated as a
-    transient failure by the caller (``notifications.services.deliveries_send``).
+    transient failure by the caller (``notifications.deliveries.deliveries_send``).
     """
 
     channel: str = ""
@@ -59,7 +59,7 @@ class Transport:
         deep link, a Slack app install, a push subscription the browser just created) override
         this, start that round trip, and return the instructions the console shows (plain
         text, may contain a URL). Their inbound handler then calls
-        ``notifications.services.contact_point_mark_verified``.
+        ``notifications.contact_points.contact_point_mark_verified``.
         """
         return None
 

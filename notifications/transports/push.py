@@ -19,19 +19,13 @@ from django.utils import timezone
 from py_vapid import Vapid
 from pywebpush import WebPusher
 
+from awaithuman.outbound import OutboundRefused, outbound_client
 from escalations.models import Escalation
-from notifications.channel_answers import (
-    answer_code_for,
-    console_url,
-    is_simple_approval,
-    outcome_sentence,
-    push_answer_token,
-    summary_text,
-)
+from notifications.answer_codes import answer_code_for, push_answer_token
+from notifications.messages import console_url, is_simple_approval, outcome_sentence, summary_text
 from notifications.models import ContactPoint, Delivery
-from notifications.ssrf import OutboundRefused, outbound_client
 
-from . import TRANSPORTS, http
+from . import http
 from .base import Transport, TransportError
 
 ANSWER_PATH = "/hooks/push/answer"
@@ -62,7 +56,7 @@ def push(
     worker died reaches the browser once.
 
     The endpoint is whatever the browser's subscription says — input from outside — so the
-    request goes through the SSRF-guarded client (``notifications.ssrf``), like agent callbacks.
+    request goes through the SSRF-guarded client (``awaithuman.outbound``), like agent callbacks.
     pywebpush does the RFC 8291 encryption and py_vapid the RFC 8292 signature.
     """
     if not (settings.VAPID_PRIVATE_KEY and settings.VAPID_PUBLIC_KEY):
@@ -192,6 +186,3 @@ class PushTransport(Transport):
             ttl=600,
             urgency="high",
         )
-
-
-TRANSPORTS["push"] = PushTransport

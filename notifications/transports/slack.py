@@ -17,8 +17,8 @@ from typing import Any
 from django.conf import settings
 
 from escalations.models import Escalation
-from notifications.channel_answers import (
-    answer_code_for,
+from notifications.answer_codes import answer_code_for
+from notifications.messages import (
     console_url,
     is_simple_approval,
     outcome_sentence,
@@ -27,7 +27,7 @@ from notifications.channel_answers import (
 )
 from notifications.models import ContactPoint, Delivery
 
-from . import TRANSPORTS, http
+from . import http
 from .base import Transport, TransportError
 
 # Errors that mean this person cannot be messaged at this address.
@@ -178,6 +178,3 @@ class SlackTransport(Transport):
 def post_ephemeral(*, channel: str, user: str, text: str) -> None:
     """A reply only the person who pressed the button sees (a refused or recorded answer)."""
     api_call("chat.postEphemeral", {"channel": channel, "user": user, "text": text})
-
-
-TRANSPORTS["slack"] = SlackTransport

@@ -16,16 +16,11 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from notifications.channel_answers import (
-    answer_code_for,
-    console_url,
-    is_simple_approval,
-    outcome_sentence,
-    summary_text,
-)
+from notifications.answer_codes import answer_code_for
+from notifications.messages import console_url, is_simple_approval, outcome_sentence, summary_text
 from notifications.models import ContactPoint, Delivery
 
-from . import TRANSPORTS, http
+from . import http
 from .base import Transport, TransportError
 
 CALLBACK_PREFIX = "ah"
@@ -172,6 +167,3 @@ def link_digest(code: str) -> str:
 
 def _mark(status: str) -> str:
     return {"approved": "✅", "rejected": "❌", "answered": "💬"}.get(status, "⏹")
-
-
-TRANSPORTS["telegram"] = TelegramTransport

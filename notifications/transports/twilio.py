@@ -24,15 +24,11 @@ from django.conf import settings
 from django.urls import reverse
 
 from escalations.models import Escalation
-from notifications.channel_answers import (
-    answer_code_for,
-    console_url,
-    is_simple_approval,
-    summary_text,
-)
+from notifications.answer_codes import answer_code_for
+from notifications.messages import console_url, is_simple_approval, summary_text
 from notifications.models import ContactPoint, Delivery
 
-from . import TRANSPORTS, http
+from . import http
 from .base import Transport, TransportError
 
 # Twilio's error codes for the messages we send, from its error dictionary
@@ -185,7 +181,3 @@ class WhatsAppTransport(SmsTransport):
                 },
             )
         return super()._send_escalation(contact_point, escalation, code)
-
-
-TRANSPORTS["sms"] = SmsTransport
-TRANSPORTS["whatsapp"] = WhatsAppTransport

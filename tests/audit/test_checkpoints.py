@@ -21,7 +21,7 @@ from audit.tasks import checkpoints_sign
 from tenants.models import Organization
 from tests.conftest import api_client, create_escalation
 from tests.notifications.fake_receiver import running_receiver
-from tests.notifications.test_webhooks import add_webhook
+from tests.webhooks.test_webhooks import add_webhook
 
 pytestmark = pytest.mark.django_db
 

@@ -21,13 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from escalations.models import Escalation
 from notifications import links
-from notifications.models import (
-    CallbackEndpoint,
-    ContactPoint,
-    Delivery,
-    WebhookEndpoint,
-    WebhookMessage,
-)
+from notifications.models import ContactPoint, Delivery
 from tenants.models import Membership
 from tenants.services import (
     SYSTEM_ACTOR,
@@ -38,6 +32,7 @@ from tenants.services import (
 )
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in, verified
+from webhooks.models import CallbackEndpoint, WebhookEndpoint, WebhookMessage
 
 pytestmark = pytest.mark.django_db
 

@@ -25,11 +25,11 @@ from awaithuman.asgi import application
 from escalations.consumers import wait_endpoint
 from escalations.models import Escalation, Policy
 from escalations.urls import urlpatterns as escalation_urlpatterns
-from notifications.callback_urls import urlpatterns as callback_urlpatterns
 from tenants.ids import encode_base62, random_base62
 from tenants.models import ApiKey
 from tenants.services import SYSTEM_ACTOR, api_key_create, api_key_revoke
 from tests.conftest import APPROVAL, Tenant, api_client, create_escalation
+from webhooks.urls import urlpatterns as callback_urlpatterns
 
 # Every module included under /api/v1/ (awaithuman/urls.py).
 urlpatterns = [*escalation_urlpatterns, *callback_urlpatterns]
@@ -139,7 +139,7 @@ def test_the_table_covers_every_module_included_under_api_v1():
         for pattern in get_resolver().url_patterns
         if str(pattern.pattern) == "api/v1/"
     ]
-    assert included == ["escalations.urls", "notifications.callback_urls"]
+    assert included == ["escalations.urls", "webhooks.urls"]
 
 
 def test_the_wait_route_is_the_only_route_served_ahead_of_django():

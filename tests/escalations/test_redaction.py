@@ -26,7 +26,7 @@ from tenants.services import SYSTEM_ACTOR
 from tests.conftest import APPROVAL, Tenant
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import running_receiver
-from tests.notifications.test_webhooks import add_webhook
+from tests.webhooks.test_webhooks import add_webhook
 
 pytestmark = pytest.mark.django_db
 

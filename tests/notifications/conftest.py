@@ -17,8 +17,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.utils import timezone
 
 from awaithuman.celery import app as celery_app
+from notifications.contact_points import preference_get
 from notifications.models import ContactPoint, Delivery
-from notifications.services import preference_get
 from notifications.transports import TRANSPORTS, Transport, TransportError
 from tests.conftest import Tenant, create_escalation
 from tests.live import free_port

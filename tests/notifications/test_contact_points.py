@@ -10,8 +10,8 @@ from django.core import mail
 from django.test import Client
 
 from audit.models import AuditEvent
+from notifications.contact_points import VERIFICATION_MAX_ATTEMPTS, preference_get
 from notifications.models import ContactPoint
-from notifications.services import VERIFICATION_MAX_ATTEMPTS, preference_get
 from tests.console.helpers import signed_in
 
 from .conftest import add_point

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from escalations.models import Escalation
-from notifications import services, tasks
+from notifications import contact_points, fanout, tasks
+from notifications.deliveries import deliveries_due, delivery_claim, retry_delay
 from notifications.models import Delivery
 from notifications.transports import TransportError
 from tests.conftest import create_escalation
@@ -23,7 +24,7 @@ from .conftest import add_point, deliveries, new_escalation
 def bob_sms_first(acme: Any, fake_sms: Any) -> Any:
     """Bob is reached by SMS first, then e-mail; alice has no contact points left."""
     add_point(acme.members["bob"], "sms", "+15550000001", position=0)
-    services.preference_get(acme.members["alice"]).membership.contact_points.all().delete()
+    contact_points.preference_get(acme.members["alice"]).membership.contact_points.all().delete()
     return acme.members["bob"]
 
 
@@ -58,11 +59,11 @@ def test_a_transient_failure_is_retried_later_and_then_sent(
     assert sms.next_attempt_at > timezone.now()
     assert fake_sms.sent == []
     # Not due yet: neither the sweep nor a stray task touches it.
-    assert services.deliveries_due() == []
+    assert deliveries_due() == []
     assert tasks.deliver(sms.pk) == "not claimed"
 
     later = sms.next_attempt_at + timedelta(seconds=1)
-    assert services.deliveries_due(now=later) == [sms.pk]
+    assert deliveries_due(now=later) == [sms.pk]
     Delivery.objects.filter(pk=sms.pk).update(next_attempt_at=timezone.now())
     assert tasks.deliver(sms.pk) == "sent"
 
@@ -104,10 +105,10 @@ def test_transient_failures_give_up_after_the_last_attempt_and_fall_through(
 def test_backoff_grows_with_jitter_and_honours_retry_after(settings: Any) -> None:
     settings.NOTIFICATION_RETRY_BASE_SECONDS = 5
     for attempts, (low, high) in {1: (2.5, 5), 2: (5, 10), 4: (20, 40)}.items():
-        delays = {services.retry_delay(attempts) for _ in range(20)}
+        delays = {retry_delay(attempts) for _ in range(20)}
         assert all(low <= delay <= high for delay in delays)
         assert len(delays) > 1
-    assert services.retry_delay(1, retry_after=120) == 120
+    assert retry_delay(1, retry_after=120) == 120
 
 
 def test_a_delivery_is_claimed_once_and_reclaimable_only_after_its_lease(
@@ -118,12 +119,12 @@ def test_a_delivery_is_claimed_once_and_reclaimable_only_after_its_lease(
     Delivery.objects.filter(pk=delivery.pk).update(status="pending", attempts=0)
     now = timezone.now()
 
-    assert services.delivery_claim(delivery.pk, now=now)
-    assert not services.delivery_claim(delivery.pk, now=now)
+    assert delivery_claim(delivery.pk, now=now)
+    assert not delivery_claim(delivery.pk, now=now)
     lease = timedelta(seconds=settings.NOTIFICATION_DELIVERY_LEASE_SECONDS)
-    assert services.deliveries_due(now=now + lease - timedelta(seconds=1)) == []
-    assert services.deliveries_due(now=now + lease + timedelta(seconds=1)) == [delivery.pk]
-    assert services.delivery_claim(delivery.pk, now=now + lease + timedelta(seconds=1))
+    assert deliveries_due(now=now + lease - timedelta(seconds=1)) == []
+    assert deliveries_due(now=now + lease + timedelta(seconds=1)) == [delivery.pk]
+    assert delivery_claim(delivery.pk, now=now + lease + timedelta(seconds=1))
     delivery.refresh_from_db()
     assert delivery.attempts == 2
 
@@ -135,10 +136,10 @@ def test_a_task_whose_message_was_lost_is_found_by_the_sweep(
         escalation = create_escalation(acme)
     row = Escalation.objects.get(public_id=escalation["id"])
     with django_capture_on_commit_callbacks(execute=False):  # the enqueue never happens
-        created = services.deliveries_fan_out(escalation_id=row.pk, event="created", payload={})
+        created = fanout.deliveries_fan_out(escalation_id=row.pk, event="created", payload={})
     assert len(created) == 2
     mail.outbox.clear()
-    assert services.deliveries_due() == []
+    assert deliveries_due() == []
     Delivery.objects.filter(escalation=row).update(created_at=timezone.now() - timedelta(hours=1))
 
     assert tasks.deliveries_due() == 2
@@ -155,12 +156,12 @@ def test_the_sweep_queues_a_waiting_delivery_again_once_per_grace_period(
         escalation = create_escalation(acme)
     row = Escalation.objects.get(public_id=escalation["id"])
     with django_capture_on_commit_callbacks(execute=False):
-        created = services.deliveries_fan_out(escalation_id=row.pk, event="created", payload={})
+        created = fanout.deliveries_fan_out(escalation_id=row.pk, event="created", payload={})
     ids = sorted(d.pk for d in created)
     grace = timedelta(seconds=settings.NOTIFICATION_LOST_TASK_SECONDS)
     now = timezone.now() + grace + timedelta(seconds=1)
 
-    assert sorted(services.deliveries_due(now=now)) == ids
-    assert services.deliveries_due(now=now + timedelta(seconds=5)) == []
-    assert sorted(services.deliveries_due(now=now + grace + timedelta(seconds=1))) == ids
-    assert services.delivery_claim(ids[0], now=now), "the queued task still claims it"
+    assert sorted(deliveries_due(now=now)) == ids
+    assert deliveries_due(now=now + timedelta(seconds=5)) == []
+    assert sorted(deliveries_due(now=now + grace + timedelta(seconds=1))) == ids
+    assert delivery_claim(ids[0], now=now), "the queued task still claims it"

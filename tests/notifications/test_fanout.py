@@ -15,12 +15,9 @@ from escalations import hooks
 from escalations import services as escalation_services
 from escalations.models import Escalation, Policy, PolicyLevel
 from notifications import fanout, tasks
+from notifications.contact_points import preference_set_all_points_for, preference_update
+from notifications.fanout import deliveries_fan_out
 from notifications.models import Delivery
-from notifications.services import (
-    deliveries_fan_out,
-    preference_set_all_points_for,
-    preference_update,
-)
 from tests.conftest import create_escalation
 
 from .conftest import add_point, deliveries, new_escalation
@@ -61,8 +58,8 @@ def test_a_repeated_hook_call_creates_nothing_more(
     payload = {"generation": row.timer_generation}
 
     with django_capture_on_commit_callbacks(execute=True):
-        fanout.on_escalation_events([hooks.Event(row.pk, "created", payload)])
-        fanout.on_escalation_events([hooks.Event(row.pk, "created", payload)] * 2)
+        fanout.deliveries_fan_out_many([hooks.Event(row.pk, "created", payload)])
+        fanout.deliveries_fan_out_many([hooks.Event(row.pk, "created", payload)] * 2)
 
     assert len(deliveries(escalation["id"])) == 2
     assert len(mail.outbox) == 2
@@ -80,12 +77,12 @@ def test_a_batch_of_events_is_fanned_out_in_as_many_queries_as_one(
         rows.append(Escalation.objects.get(public_id=escalation["id"]))
     events = [hooks.Event(row.pk, "created", {"generation": 0}) for row in rows]
     with django_capture_on_commit_callbacks(execute=True):
-        fanout.on_escalation_events(events[:1])  # the first makes everyone's preferences
+        fanout.deliveries_fan_out_many(events[:1])  # the first makes everyone's preferences
 
     with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as one:
-        fanout.on_escalation_events(events[1:2])
+        fanout.deliveries_fan_out_many(events[1:2])
     with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as ten:
-        fanout.on_escalation_events(events[2:])
+        fanout.deliveries_fan_out_many(events[2:])
 
     assert len(ten.captured_queries) == len(one.captured_queries) <= 8
     for row in rows:

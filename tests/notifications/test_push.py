@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 
 from escalations.models import Escalation
-from notifications.channel_answers import messages_update_after_decision
 from notifications.management.commands.vapid_keys import vapid_key_pair
+from notifications.tasks import messages_update_after_decision
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
 from tests.console.helpers import signed_in

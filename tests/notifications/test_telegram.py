@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from escalations.models import Escalation
-from notifications.channel_answers import messages_update_after_decision
 from notifications.models import ChannelAnswerCode
+from notifications.tasks import messages_update_after_decision
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
 

@@ -16,8 +16,8 @@ from twilio.request_validator import RequestValidator
 
 from audit.models import AuditEvent
 from escalations.models import Escalation
+from notifications.contact_points import preference_get
 from notifications.models import ChannelAnswerCode, Delivery
-from notifications.services import preference_get
 from notifications.transports import TRANSPORTS, TransportError
 from tests.conftest import create_escalation
 from tests.console.helpers import signed_in

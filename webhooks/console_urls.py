@@ -1,10 +1,10 @@
-"""Console URLs of agent callbacks and organization webhooks (``notifications.webhook_views``)."""
+"""Console URLs of agent callbacks and organization webhooks (``webhooks.views``)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import webhook_views as views
+from . import views
 
 urlpatterns = [
     path("org/agents/<str:public_id>/callbacks/", views.agent_callbacks, name="agent_callbacks"),

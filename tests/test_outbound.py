@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from notifications import callbacks, ssrf
-from notifications.models import WebhookMessage
+from awaithuman import outbound
 from tests.conftest import create_escalation
 from tests.notifications.fake_receiver import Receiver, running_receiver
+from webhooks import sending
+from webhooks.models import WebhookMessage
 
 BODY = b'{"type":"escalation.decided","data":{}}'
 
@@ -34,8 +35,8 @@ def guard_on(settings: Any) -> None:
     settings.OUTBOUND_ALLOW_PRIVATE = False
 
 
-def post(url: str) -> callbacks.AttemptResult:
-    return callbacks.post(url, BODY, {"content-type": "application/json"})
+def post(url: str) -> sending.AttemptResult:
+    return sending.post(url, BODY, {"content-type": "application/json"})
 
 
 def assert_untouched(listener: Receiver) -> None:
@@ -97,17 +98,17 @@ def test_every_loopback_form_is_refused_without_a_connection(guard_on, listener,
     ],
 )
 def test_non_public_addresses_are_refused(address, kind):
-    assert ssrf.address_refusal(ipaddress.ip_address(address)) == kind
+    assert outbound.address_refusal(ipaddress.ip_address(address)) == kind
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
 def test_public_addresses_pass(address):
-    assert ssrf.address_refusal(ipaddress.ip_address(address)) is None
+    assert outbound.address_refusal(ipaddress.ip_address(address)) is None
 
 
 @pytest.mark.parametrize("host", ["example.com", "8.8.8.8", "hooks.example.co.uk", "a1.example"])
 def test_ordinary_hosts_are_not_mistaken_for_encoded_addresses(host):
-    assert ssrf.host_refusal(host) is None
+    assert outbound.host_refusal(host) is None
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
@@ -124,7 +125,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> 
             for address in answers[host]
         ]
 
-    monkeypatch.setattr(ssrf.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(outbound.socket, "getaddrinfo", getaddrinfo)
     return lookups
 
 

@@ -8,7 +8,7 @@
   see and replay its recent messages.
 
 Every query starts from ``request.organization``: another organization's agent, endpoint or
-message is a 404. Writes go through ``notifications.callbacks`` and ``notifications.webhooks``.
+message is a 404. Writes go through ``webhooks.services``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Agent, Membership
 
-from . import callbacks, webhooks
+from . import services
 from .models import AgentWebhookSecret, WebhookEndpoint, WebhookMessage
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
@@ -49,7 +49,7 @@ def _recent(messages_: QuerySet[WebhookMessage]) -> QuerySet[WebhookMessage]:
 
 def _replay(request: HttpRequest, message: WebhookMessage) -> None:
     try:
-        callbacks.webhook_message_replay(message=message, actor=_actor(request))
+        services.webhook_message_replay(message=message, actor=_actor(request))
     except ApiProblem as exc:
         messages.error(request, str(exc.detail))
     else:
@@ -75,7 +75,7 @@ def _agent_callbacks_page(
     )
     return render(
         request,
-        "notifications/agent_callbacks.html",
+        "webhooks/agent_callbacks.html",
         {
             "agent": agent,
             "secret": AgentWebhookSecret.objects.filter(agent=agent).first(),
@@ -91,7 +91,7 @@ def _agent_callbacks_page(
 @require_POST
 def agent_callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
     agent = _agent(request, public_id)
-    plaintext = callbacks.agent_webhook_secret_rotate(agent=agent, actor=_actor(request))
+    plaintext = services.agent_webhook_secret_rotate(agent=agent, actor=_actor(request))
     return _agent_callbacks_page(request, agent, new_secret=plaintext)
 
 
@@ -142,7 +142,7 @@ def webhook_endpoints(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = WebhookEndpointForm(request.POST)
         if form.is_valid():
-            endpoint, plaintext = webhooks.webhook_endpoint_create(
+            endpoint, plaintext = services.webhook_endpoint_create(
                 organization=request.organization,  # type: ignore[attr-defined]
                 url=form.cleaned_data["url"],
                 events=form.cleaned_data["events"],
@@ -151,7 +151,7 @@ def webhook_endpoints(request: HttpRequest) -> HttpResponse:
             )
             return _endpoint_page(request, endpoint, new_secret=plaintext)
     return render(
-        request, "notifications/webhooks.html", {"endpoints": _endpoints(request), "form": form}
+        request, "webhooks/webhooks.html", {"endpoints": _endpoints(request), "form": form}
     )
 
 
@@ -160,7 +160,7 @@ def _endpoint_page(
 ) -> HttpResponse:
     return render(
         request,
-        "notifications/webhook.html",
+        "webhooks/webhook.html",
         {
             "endpoint": endpoint,
             "new_secret": new_secret,
@@ -179,7 +179,7 @@ def webhook_endpoint(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
-    plaintext = webhooks.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
+    plaintext = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
     endpoint.refresh_from_db()
     return _endpoint_page(request, endpoint, new_secret=plaintext)
 
@@ -188,7 +188,7 @@ def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpRespons
 @require_POST
 def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
-    webhooks.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
+    services.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
     messages.success(request, "Webhook enabled again.")
     return redirect("webhook_endpoint", public_id=endpoint.public_id)
 
@@ -197,7 +197,7 @@ def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpRespons
 @require_POST
 def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
-    webhooks.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
+    services.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
     messages.success(request, f"Webhook {endpoint.url} deleted.")
     return redirect("webhook_endpoints")
 

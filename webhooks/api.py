@@ -19,7 +19,7 @@ from tenants.api import KeyedAPIView
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Scope
 
-from . import callbacks
+from . import services
 from .models import WebhookMessage
 
 PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
@@ -97,7 +97,7 @@ class CallbackReplayView(KeyedAPIView):
                 "This escalation has no failed callback delivery to replay.",
                 type_slug="not-replayable",
             )
-        message = callbacks.webhook_message_replay(
+        message = services.webhook_message_replay(
             message=failed[0], actor=request.api_key.as_actor()
         )
         message = next(m for m in _callbacks(escalation) if m.pk == message.pk)

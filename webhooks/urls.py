@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import callback_api
+from . import api
 
 urlpatterns = [
     path(
         "escalations/<str:public_id>/callbacks",
-        callback_api.CallbackListView.as_view(),
+        api.CallbackListView.as_view(),
         name="escalation-callbacks",
     ),
     path(
         "escalations/<str:public_id>/callbacks/replay",
-        callback_api.CallbackReplayView.as_view(),
+        api.CallbackReplayView.as_view(),
         name="escalation-callbacks-replay",
     ),
 ]

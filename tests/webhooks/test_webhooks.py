@@ -11,11 +11,11 @@ import pytest
 
 from audit.models import AuditEvent
 from escalations.models import Escalation
-from notifications import callbacks
-from notifications.models import WebhookEndpoint, WebhookMessage
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import Receiver, running_receiver
+from webhooks import services
+from webhooks.models import WebhookEndpoint, WebhookMessage
 
 SECRET = re.compile(rb'data-testid="new-webhook-secret">(whsec_[A-Za-z0-9+/=]+)<')
 
@@ -84,7 +84,7 @@ def test_each_escalation_step_is_sent_once(acme, receiver, django_capture_on_com
     pk = Escalation.objects.get(public_id=escalation_id).pk
     for level in (2, 2, 3):  # an event handled twice for level 2 sends it once
         with django_capture_on_commit_callbacks(execute=True):
-            callbacks.on_escalation_event(pk, "escalated", {"level": level, "round": 0})
+            services.on_escalation_event(pk, "escalated", {"level": level, "round": 0})
     assert [request.verify(secret)["type"] for request in receiver.requests] == [
         "escalation.escalated",
         "escalation.escalated",
@@ -95,7 +95,7 @@ def test_an_agent_callback_and_a_webhook_are_separate_messages_with_their_own_se
     acme, receiver, django_capture_on_commit_callbacks
 ):
     _, webhook_secret = add_webhook(acme, receiver.url, ["escalation.decided"])
-    agent_secret = callbacks.agent_webhook_secret_rotate(
+    agent_secret = services.agent_webhook_secret_rotate(
         agent=acme.organization.agents.get(), actor={"type": "system"}
     )
     with django_capture_on_commit_callbacks(execute=True):

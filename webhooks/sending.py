@@ -1,9 +1,6 @@
-"""Agent callbacks and the delivery of every signed outbound message (Standard Webhooks).
-
-When an escalation with a ``callback_url`` turns terminal, its agent gets
-``{"type": "escalation.decided", "timestamp": …, "data": {…the escalation as the API returns
-it…}}``; organization webhooks (``notifications.webhooks``) get their events the same way. Both
-are ``WebhookMessage`` rows, sent by one engine:
+"""The delivery of every signed outbound message (Standard Webhooks): agent callbacks and
+organization webhooks alike are ``WebhookMessage`` rows (made by ``webhooks.services``), sent by
+this one engine:
 
 * **Signing** — Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id`` (the
   message's public id, the same on every attempt so receivers can deduplicate),
@@ -14,7 +11,8 @@ are ``WebhookMessage`` rows, sent by one engine:
 * **Schedule** — immediately, then ``WEBHOOK_RETRY_SCHEDULE`` (5 s, 5 min, 30 min, 2 h, 5 h,
   10 h, 14 h, 20 h, 24 h) after each failure, ±10 % jitter, or later when the receiver sent a
   ``Retry-After``. Only 2xx succeeds; redirects are failures (never followed); 410 Gone disables
-  the endpoint and stops; a URL the outbound guard refuses (``notifications.ssrf``) fails at once.
+  the endpoint and stops; a URL the outbound guard refuses (``awaithuman.outbound``) fails at
+  once.
 * **At least once, never lost** — ``next_attempt_at`` on the row is the truth. Every sender
   (the after-commit enqueue, the beat sweep, a replay) claims the row with a conditional UPDATE
   before sending; a claim whose worker died expires after ``WEBHOOK_CLAIM_SECONDS`` and the
@@ -37,36 +35,29 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_record
-from awaithuman import metrics
-from awaithuman.celery import enqueue
-from escalations import hooks
-from escalations.errors import conflict
-from escalations.models import Escalation
-from escalations.serializers import escalation_data
+from awaithuman import metrics, outbound
+from awaithuman.celery import app, enqueue
 from escalations.timers import ticking_in_process
 from tenants.models import Agent
 
-from . import ssrf, webhooks
-from .callback_tasks import webhook_deliver
 from .models import AgentWebhookSecret, CallbackEndpoint, WebhookEndpoint, WebhookMessage
 
 logger = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = {"type": "system"}
-DECIDED = "escalation.decided"
-TERMINAL_EVENTS = frozenset({"decided", "expired", "cancelled"})
 RESPONSE_SNIPPET_BYTES = 1000
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 DUE_BATCH = 100
+# By name: the task module imports this one (``webhooks.tasks``).
+DELIVER_TASK = "webhooks.tasks.webhook_deliver"
 
 
 # --- Signing -------------------------------------------------------------------------------------
@@ -95,119 +86,11 @@ def agent_webhook_secret(*, agent: Agent) -> AgentWebhookSecret:
     return found
 
 
-@transaction.atomic
-def agent_webhook_secret_rotate(*, agent: Agent, actor: dict[str, Any]) -> str:
-    """A new secret for the agent, returned once; the old one keeps signing for the overlap.
-    The first call creates the secret."""
-    now = timezone.now()
-    found = AgentWebhookSecret.objects.select_for_update().filter(agent=agent).first()
-    if found is None:
-        found = AgentWebhookSecret(agent=agent)
-        found.save()
-        action, plaintext = "agent.webhook_secret_created", found.secret
-    else:
-        plaintext = found.rotate(now)
-        found.save(update_fields=["secret", "previous_secret", "rotated_at"])
-        action = "agent.webhook_secret_rotated"
-    audit_record(
-        organization_id=agent.organization_id,
-        action=action,
-        actor=actor,
-        target=agent.public_id,
-    )
-    return plaintext
-
-
 def _secret_for(message: WebhookMessage) -> list[str]:
     if message.kind == WebhookMessage.Kind.WEBHOOK:
         assert message.webhook_endpoint is not None
         return message.webhook_endpoint.signing_secrets()
     return agent_webhook_secret(agent=message.escalation.agent).signing_secrets()
-
-
-# --- Turning escalation events into messages -----------------------------------------------------
-
-
-def on_escalation_event(escalation_id: int, event: str, payload: dict[str, Any]) -> None:
-    """``on_escalation_events`` for one event."""
-    on_escalation_events([hooks.Event(escalation_id, event, payload)])
-
-
-def on_escalation_events(events: list[hooks.Event]) -> None:
-    """The outbox consumer: queue the agent's callbacks and the organization's webhooks for a
-    batch of events. Idempotent: a repeated event finds its messages already made."""
-    wanted = [event for event in events if event.event in webhooks.EVENT_TYPES]
-    if not wanted:
-        return
-    # Narrow reads first, one for the batch: most events (a timeout sweep of thousands) want
-    # no message at all.
-    rows = {
-        pk: (organization_id, callback_url)
-        for pk, organization_id, callback_url in Escalation.objects.filter(
-            pk__in={event.escalation_id for event in wanted}
-        ).values_list("pk", "organization_id", "callback_url")
-    }
-    subscribed: dict[tuple[int, str], bool] = {}
-    for event in wanted:
-        if event.escalation_id not in rows:
-            continue  # deleted with its organization since
-        organization_id, callback_url = rows[event.escalation_id]
-        event_type = webhooks.EVENT_TYPES[event.event]
-        wants_callback = event.event in TERMINAL_EVENTS and bool(callback_url)
-        if not wants_callback:
-            key = (organization_id, event_type)
-            if key not in subscribed:
-                subscribed[key] = webhooks.has_endpoints(organization_id, event_type)
-            if not subscribed[key]:
-                continue
-        _messages_create(event, event_type, wants_callback=wants_callback)
-
-
-def _messages_create(event: hooks.Event, event_type: str, *, wants_callback: bool) -> None:
-    escalation = (
-        Escalation.objects.select_related("agent", "organization", "assignee__user")
-        .prefetch_related("responses__membership__user")
-        .get(pk=event.escalation_id)
-    )
-    data = escalation_data(escalation)
-    queued: list[WebhookMessage] = []
-    if wants_callback:
-        message = callback_message_create(escalation=escalation, data=data)
-        if message is not None:
-            queued.append(message)
-    event_key = webhooks.event_key(event.event, event.payload)
-    queued += webhooks.webhook_messages_create(
-        escalation=escalation, event_type=event_type, event_key=event_key, data=data
-    )
-    for message in queued:
-        webhook_message_enqueue(message)
-
-
-def callback_message_create(
-    *, escalation: Escalation, data: dict[str, Any]
-) -> WebhookMessage | None:
-    """The escalation's callback message, once; None if it already exists (a repeated hook)."""
-    endpoint, _ = CallbackEndpoint.objects.get_or_create(
-        agent=escalation.agent, url=escalation.callback_url
-    )
-    agent_webhook_secret(agent=escalation.agent)
-    message = WebhookMessage(
-        organization_id=escalation.organization_id,
-        escalation=escalation,
-        kind=WebhookMessage.Kind.CALLBACK,
-        callback_endpoint=endpoint,
-        event_type=DECIDED,
-        event_key="decided",
-        url=escalation.callback_url,
-        body=webhooks.message_body(DECIDED, data),
-        next_attempt_at=timezone.now(),
-    )
-    try:
-        with transaction.atomic():
-            message.save()
-    except IntegrityError:
-        return None
-    return message
 
 
 # --- Sending ------------------------------------------------------------------------------------
@@ -222,7 +105,7 @@ def webhook_message_enqueue(message: WebhookMessage) -> None:
     claim = webhook_message_claim(message_id=message.pk)
     if claim:
         # Queued once the caller's transaction (the outbox dispatch) has made the message real.
-        transaction.on_commit(lambda: enqueue(webhook_deliver, (message.pk, claim)))
+        transaction.on_commit(lambda: enqueue(app.tasks[DELIVER_TASK], (message.pk, claim)))
 
 
 def _claimable(now: datetime) -> Q:
@@ -260,7 +143,7 @@ def webhook_messages_due() -> int:
         claim = webhook_message_claim(message_id=message_id)
         if claim:
             claimed.append((message_id, claim))
-    return enqueue(webhook_deliver, *claimed)
+    return enqueue(app.tasks[DELIVER_TASK], *claimed)
 
 
 @dataclass
@@ -339,7 +222,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
     result = AttemptResult()
     try:
         with (
-            ssrf.outbound_client(timeout=timeout) as client,
+            outbound.outbound_client(timeout=timeout) as client,
             client.stream("POST", url, content=body, headers=headers) as response,
         ):
             result.status_code = response.status_code
@@ -356,7 +239,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
                 result.error = f"Redirect ({response.status_code}) to {location} not followed."
             elif not result.succeeded:
                 result.error = f"The receiver answered {response.status_code}."
-    except ssrf.OutboundRefused as exc:
+    except outbound.OutboundRefused as exc:
         result.error, result.permanent = f"Refused by the outbound guard: {exc}", True
     except httpx.InvalidURL as exc:
         result.error, result.permanent = f"Invalid URL: {exc}", True
@@ -459,43 +342,3 @@ def _disable_endpoint(message: WebhookMessage, *, reason: str) -> None:
         target=message.public_id,
         data={"url": endpoint.url, "reason": reason},
     )
-
-
-# --- Replay -------------------------------------------------------------------------------------
-
-
-@transaction.atomic
-def webhook_message_replay(*, message: WebhookMessage, actor: dict[str, Any]) -> WebhookMessage:
-    """One more attempt of a failed message, now, with the same ``webhook-id``; it is not
-    retried on failure (replay again). Re-enables an endpoint that a 410 disabled."""
-    locked = (
-        WebhookMessage.objects.select_for_update(of=("self",))
-        .select_related("callback_endpoint", "webhook_endpoint", "escalation")
-        .get(pk=message.pk)
-    )
-    if locked.status != WebhookMessage.Status.FAILED:
-        raise conflict(
-            f"Only a failed delivery can be replayed; this one is {locked.status}.",
-            type_slug="not-replayable",
-        )
-    endpoint = locked.callback_endpoint or locked.webhook_endpoint
-    if endpoint is not None and endpoint.disabled_at is not None:
-        endpoint.disabled_at, endpoint.disabled_reason = None, ""
-        endpoint.save(update_fields=["disabled_at", "disabled_reason"])
-    locked.status = WebhookMessage.Status.PENDING
-    locked.next_attempt_at = timezone.now()
-    locked.next_step = len(settings.WEBHOOK_RETRY_SCHEDULE)
-    locked.last_error = ""
-    locked.save(update_fields=["status", "next_attempt_at", "next_step", "last_error"])
-    audit_record(
-        organization_id=locked.organization_id,
-        action=f"{locked.kind}.replayed",
-        actor=actor,
-        target=locked.public_id,
-        data={
-            "escalation": locked.escalation.public_id if locked.escalation else None,
-            "event": locked.event_type,
-        },
-    )
-    transaction.on_commit(lambda: webhook_message_enqueue(locked))
-    return locked

@@ -19,17 +19,12 @@ import standardwebhooks
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from notifications import callbacks
-from notifications.models import (
-    AgentWebhookSecret,
-    CallbackEndpoint,
-    WebhookAttempt,
-    WebhookMessage,
-)
 from tenants.services import SYSTEM_ACTOR
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import Answer, Receiver, running_receiver
+from webhooks import sending, services, tasks
+from webhooks.models import AgentWebhookSecret, CallbackEndpoint, WebhookAttempt, WebhookMessage
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -52,7 +47,7 @@ def _fast_schedule_and_local_receivers(settings: Any) -> None:
 
 def agent_secret(tenant: Tenant) -> str:
     agent = tenant.organization.agents.get()
-    return callbacks.agent_webhook_secret_rotate(agent=agent, actor=SYSTEM_ACTOR)
+    return services.agent_webhook_secret_rotate(agent=agent, actor=SYSTEM_ACTOR)
 
 
 def escalate(capture: Any, tenant: Tenant, url: str) -> str:
@@ -77,7 +72,7 @@ def message_for(escalation_id: str) -> WebhookMessage:
 def sweep_until_settled(escalation_id: str, *, seconds: float = 3.0) -> WebhookMessage:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        callbacks.webhook_messages_due()
+        sending.webhook_messages_due()
         message = message_for(escalation_id)
         if message.status in (WebhookMessage.Status.SUCCEEDED, WebhookMessage.Status.FAILED):
             return message
@@ -89,7 +84,7 @@ def sweep_until_settled(escalation_id: str, *, seconds: float = 3.0) -> WebhookM
 
 
 def test_the_standard_webhooks_test_vector_signs_as_published():
-    signature = callbacks.sign(
+    signature = sending.sign(
         secret=SPEC_SECRET, msg_id=SPEC_ID, timestamp=SPEC_TIMESTAMP, body=SPEC_BODY
     )
     assert signature == SPEC_SIGNATURE
@@ -101,7 +96,7 @@ def test_the_reference_verifier_accepts_our_signature():
     headers = {
         "webhook-id": "msg_1",
         "webhook-timestamp": str(now),
-        "webhook-signature": callbacks.sign(
+        "webhook-signature": sending.sign(
             secret=SPEC_SECRET, msg_id="msg_1", timestamp=now, body=body
         ),
     }
@@ -176,7 +171,7 @@ def test_a_repeated_hook_queues_the_callback_once(
     escalation_id = escalate(django_capture_on_commit_callbacks, acme, receiver.url)
     decide(django_capture_on_commit_callbacks, acme, escalation_id)
     message = message_for(escalation_id)
-    callbacks.on_escalation_event(message.escalation_id, "decided", {"generation": 0})
+    services.on_escalation_event(message.escalation_id, "decided", {"generation": 0})
     assert WebhookMessage.objects.filter(kind="callback").count() == 1
     assert len(receiver.requests) == 1
 
@@ -236,7 +231,7 @@ def test_each_retry_waits_its_scheduled_delay_with_jitter(
     message = message_for(escalation_id)
     wait = (message.next_attempt_at - message.attempts.get().attempted_at).total_seconds()
     assert 270 <= wait <= 331
-    assert callbacks.webhook_messages_due() == 0  # not due yet
+    assert sending.webhook_messages_due() == 0  # not due yet
 
 
 def test_410_disables_the_callback_url_and_stops(
@@ -250,7 +245,7 @@ def test_410_disables_the_callback_url_and_stops(
     endpoint = CallbackEndpoint.objects.get(url=receiver.url)
     assert endpoint.disabled_at is not None
     time.sleep(0.1)
-    assert callbacks.webhook_messages_due() == 0
+    assert sending.webhook_messages_due() == 0
 
     # Later callbacks to the same URL are not attempted while it is disabled.
     later = escalate(django_capture_on_commit_callbacks, acme, receiver.url)
@@ -269,7 +264,7 @@ def test_retry_after_is_honoured(acme, receiver, django_capture_on_commit_callba
     first = message.attempts.get()
     assert (message.next_attempt_at - first.attempted_at).total_seconds() >= 1
     time.sleep(0.3)  # past the 0.05 s the schedule alone would wait
-    assert callbacks.webhook_messages_due() == 0
+    assert sending.webhook_messages_due() == 0
     assert len(receiver.requests) == 1
     message = sweep_until_settled(escalation_id)
     assert message.status == WebhookMessage.Status.SUCCEEDED
@@ -307,12 +302,12 @@ def test_a_claim_whose_worker_died_is_taken_again_with_the_same_webhook_id(
     acme, receiver, django_capture_on_commit_callbacks, monkeypatch
 ):
     # The first send is "lost": claimed, queued, and never run (a worker killed mid-task).
-    monkeypatch.setattr(callbacks.webhook_deliver, "delay", lambda *args: None)
+    monkeypatch.setattr(tasks.webhook_deliver, "delay", lambda *args: None)
     escalation_id = escalate(django_capture_on_commit_callbacks, acme, receiver.url)
     decide(django_capture_on_commit_callbacks, acme, escalation_id)
     message = message_for(escalation_id)
     assert message.status == WebhookMessage.Status.SENDING
-    assert callbacks.webhook_messages_due() == 0  # the claim still holds
+    assert sending.webhook_messages_due() == 0  # the claim still holds
     monkeypatch.undo()
     WebhookMessage.objects.filter(pk=message.pk).update(claimed_until=timezone.now())
     assert sweep_until_settled(escalation_id).status == WebhookMessage.Status.SUCCEEDED
@@ -323,7 +318,7 @@ def test_a_stale_claim_sends_nothing(acme, receiver, django_capture_on_commit_ca
     receiver.answer(500)
     escalation_id = escalate(django_capture_on_commit_callbacks, acme, receiver.url)
     decide(django_capture_on_commit_callbacks, acme, escalation_id)
-    callbacks.webhook_message_attempt(message_id=message_for(escalation_id).pk, claim="stale")
+    sending.webhook_message_attempt(message_id=message_for(escalation_id).pk, claim="stale")
     assert len(receiver.requests) == 1
 
 
@@ -407,7 +402,7 @@ def test_a_replay_that_fails_again_is_not_retried(
     message = message_for(escalation_id)
     assert message.status == WebhookMessage.Status.FAILED
     time.sleep(0.1)
-    assert callbacks.webhook_messages_due() == 0
+    assert sending.webhook_messages_due() == 0
     assert message.attempts.count() == 2
 
 
