@@ -242,6 +242,7 @@ def seed() -> tuple[str, Any, Any]:
     """The organization, its policy and three operators with one fast contact point each,
     through the services a person's console clicks go through; returns the agent's key, the
     organization and the agent."""
+    from audit.services import SYSTEM_ACTOR
     from escalations.models import Policy, PolicyLevel
     from notifications.services import (
         contact_point_add,
@@ -250,7 +251,6 @@ def seed() -> tuple[str, Any, Any]:
     )
     from tenants.models import Membership
     from tenants.services import (
-        SYSTEM_ACTOR,
         agent_create,
         api_key_create,
         membership_add,

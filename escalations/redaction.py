@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_record, payload_digest
+from audit.services import SYSTEM_ACTOR, audit_record, payload_digest
 from tenants.models import Organization
 
 from .errors import conflict, invalid
@@ -42,7 +42,8 @@ from .outbox import outbox_write
 
 REDACTED = "_redacted"
 RETENTION_BATCH = 500
-SYSTEM_ACTOR = {"type": "system", "id": "retention"}
+# The organization's retention redacts as the system, named so the audit log says which part.
+RETENTION_ACTOR = {**SYSTEM_ACTOR, "id": "retention"}
 
 
 def is_redacted(value: Any) -> bool:
@@ -189,7 +190,7 @@ def payloads_redact_expired(*, now: Any = None) -> int:
                 ).order_by("decided_at", "id")[:RETENTION_BATCH]
             )
             for escalation in due:
-                escalation_redact(escalation=escalation, actor=SYSTEM_ACTOR, reason=reason)
+                escalation_redact(escalation=escalation, actor=RETENTION_ACTOR, reason=reason)
             done += len(due)
             if len(due) < RETENTION_BATCH:
                 break

@@ -17,11 +17,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import audit_batch, audit_record, payload_digest
+from audit.services import SYSTEM_ACTOR, audit_batch, audit_record, payload_digest
 from awaithuman import metrics
 from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
-from tenants.services import SYSTEM_ACTOR
 
 from . import outbox, wakeups
 from .errors import conflict, forbidden, invalid, invalid_fields

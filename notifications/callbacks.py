@@ -45,7 +45,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import SYSTEM_ACTOR, audit_record
 from awaithuman import metrics
 from awaithuman.celery import enqueue
 from escalations import hooks
@@ -61,7 +61,6 @@ from .models import AgentWebhookSecret, CallbackEndpoint, WebhookEndpoint, Webho
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_ACTOR = {"type": "system"}
 DECIDED = "escalation.decided"
 TERMINAL_EVENTS = frozenset({"decided", "expired", "cancelled"})
 RESPONSE_SNIPPET_BYTES = 1000

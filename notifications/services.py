@@ -35,14 +35,13 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from audit.services import audit_batch, audit_record
+from audit.services import SYSTEM_ACTOR, audit_batch, audit_record
 from awaithuman import metrics
 from awaithuman.celery import enqueue
 from escalations import hooks
 from escalations.models import Escalation
 from tenants.ids import new_public_id
 from tenants.models import Membership
-from tenants.services import SYSTEM_ACTOR
 
 from .models import ContactPoint, Delivery, NotificationPreference
 from .transports import TRANSPORTS, TransportError

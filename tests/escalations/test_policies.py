@@ -154,7 +154,8 @@ def test_disabled_policies_and_other_agents_policies_do_not_apply(acme):
     scoped = Policy.objects.create(
         organization=acme.organization, name="Only for billing-bot", outcome="auto_approve"
     )
-    from tenants.services import SYSTEM_ACTOR, agent_create
+    from audit.services import SYSTEM_ACTOR
+    from tenants.services import agent_create
 
     scoped.agents.add(
         agent_create(organization=acme.organization, name="billing-bot", actor=SYSTEM_ACTOR)

@@ -19,6 +19,7 @@ import standardwebhooks
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM_ACTOR
 from notifications import callbacks
 from notifications.models import (
     AgentWebhookSecret,
@@ -26,7 +27,6 @@ from notifications.models import (
     WebhookAttempt,
     WebhookMessage,
 )
-from tenants.services import SYSTEM_ACTOR
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import Answer, Receiver, running_receiver
