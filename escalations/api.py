@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
@@ -15,7 +13,7 @@ from rest_framework.response import Response as HttpResponse
 
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
-from tenants.ids import is_public_id
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
 
 from . import idempotency, services
@@ -48,18 +46,17 @@ def _member_only(request: Request) -> None:
 
 
 def _escalations(request: Request) -> Any:
-    return (
-        Escalation.objects.filter(organization=request.organization)
-        .select_related("agent", "assignee__user")
-        .prefetch_related("responses__membership__user")
-    )
+    return request.organization.escalations.select_related(
+        "agent", "assignee__user"
+    ).prefetch_related("responses__membership__user")
 
 
 def _get(request: Request, public_id: str) -> Escalation:
-    if not is_public_id(public_id, "esc"):
-        raise Http404
+    escalation = get_for_organization_or_404(
+        _escalations(request), request.organization, public_id, prefix="esc"
+    )
     escalation_var.set(public_id)
-    return get_object_or_404(_escalations(request), public_id=public_id)
+    return escalation
 
 
 LIST_PARAMETERS = frozenset({"status", "external_id", "agent", "limit", "cursor"})

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from audit.models import AuditEvent, ChainHead
 from awaithuman.problems import ApiProblem
 from tenants.console import role_required
-from tenants.ids import get_by_public_id_or_404
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Membership
 
 from . import bundles, live, outbox, redaction
@@ -93,10 +93,11 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _escalation(request: HttpRequest, public_id: str) -> Escalation:
-    return get_by_public_id_or_404(
-        request.organization.escalations.select_related("agent", "assignee__user"),  # type: ignore[attr-defined]
-        "esc",
+    return get_for_organization_or_404(
+        Escalation.objects.select_related("agent", "assignee__user"),
+        request.organization,  # type: ignore[attr-defined]
         public_id,
+        prefix="esc",
     )
 
 
