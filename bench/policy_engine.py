@@ -67,9 +67,10 @@ def main() -> None:
     from django.utils import timezone
 
     from audit.services import SYSTEM_ACTOR, audit_seal
+    from escalations.deadlines import timers_due
     from escalations.models import Escalation, Policy
     from escalations.outbox import outbox_drain
-    from escalations.services import escalation_create, timers_due
+    from escalations.services import escalation_create
     from tenants.services import agent_create, organization_create, user_get_or_create
 
     owner = user_get_or_create(email="bench@policies.test")

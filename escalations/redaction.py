@@ -36,9 +36,10 @@ from audit.models import AuditEvent
 from audit.services import SYSTEM_ACTOR, audit_record, payload_digest
 from tenants.models import Organization
 
-from .errors import conflict, invalid
+from .exceptions import InvalidInput
 from .models import Escalation, IdempotencyRecord
 from .outbox import outbox_write
+from .rules import redact_refusal
 
 REDACTED = "_redacted"
 RETENTION_BATCH = 500
@@ -98,14 +99,16 @@ def escalation_redact(*, escalation: Escalation, actor: dict[str, Any], reason: 
     """
     reason = reason.strip()
     if not reason:
-        raise invalid("reason", "Say why the payloads are redacted (e.g. the erasure request).")
+        raise InvalidInput.field(
+            "reason", "Say why the payloads are redacted (e.g. the erasure request)."
+        )
     if len(reason) > 500:
-        raise invalid("reason", "At most 500 characters.")
+        raise InvalidInput.field("reason", "At most 500 characters.")
     locked = Escalation.objects.select_for_update().get(pk=escalation.pk)
     if locked.redacted_at is not None:
         return locked
-    if not locked.is_terminal:
-        raise conflict("Only a decided escalation's payloads can be redacted.")
+    if refusal := redact_refusal(locked):
+        raise refusal
     digests: dict[str, str] = {"context": digest_of(locked.context)}
     locked.context = redacted(locked.context)
     if locked.action:

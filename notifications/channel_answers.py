@@ -24,8 +24,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from awaithuman.celery import enqueue
-from awaithuman.problems import ApiProblem
 from escalations import hooks
+from escalations.exceptions import EscalationError
 from escalations.models import Escalation, Response
 from escalations.schemas import answer_errors
 from escalations.services import response_submit
@@ -173,7 +173,7 @@ def answer_from_channel(
             comment=comment,
             channel=channel,
         )
-    except ApiProblem as problem:
+    except EscalationError as problem:
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return False, f"Already {outcome_text(escalation)}."

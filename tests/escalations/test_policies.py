@@ -10,9 +10,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from escalations.deadlines import timers_due
 from escalations.models import Escalation, Policy, PolicyLevel
 from escalations.policies import ConditionError, condition_check
-from escalations.services import timers_due
 from tests.conftest import APPROVAL, create_escalation
 
 REFUND_OVER_500 = 'action.name == "issue_refund" && action.arguments.amount > 500'
