@@ -48,6 +48,9 @@ from django.utils import timezone
 
 from .models import GENESIS_HASH, AuditEvent, ChainHead
 
+# The actor of what the system does by itself (timers, policies, retention, commands).
+SYSTEM_ACTOR = {"type": "system"}
+
 _FIELD_MAX_LENGTH = 64
 
 

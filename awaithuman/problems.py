@@ -1,9 +1,9 @@
 """RFC 9457 problem details for every error the API returns.
 
-One renderer for DRF exceptions (``exception_handler``), for the ASGI wait consumer
-(``problem_body``) and for Django-level 404/500 under ``/api/`` (``problem_response``), so an
-agent always gets the same shape: ``type``, ``title``, ``status``, ``detail`` and, where input was
-bad, ``errors`` mapping each field to its messages.
+One renderer for DRF exceptions and the domain's refusals (``exception_handler``), for the ASGI
+wait consumer (``problem_body``) and for Django-level 404/500 under ``/api/``
+(``problem_response``), so an agent always gets the same shape: ``type``, ``title``, ``status``,
+``detail`` and, where input was bad, ``errors`` mapping each field to its messages.
 
 A database that cannot be reached (or a pool with no connection to give within its timeout) is
 not a bug in the request: ``handler500`` answers it with 503 and ``Retry-After``, for the API as
@@ -23,6 +23,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+from escalations.exceptions import Conflict, EscalationError, InvalidInput, NotAllowed
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,29 @@ class ApiProblem(exceptions.APIException):
         self.errors = errors
         self.extra = extra or {}
         self.headers = headers or {}
+
+
+# The domain's refusals carry no HTTP; this is their status, for the API and the console alike.
+_REFUSAL_STATUS: tuple[tuple[type[EscalationError], int], ...] = (
+    (InvalidInput, 400),
+    (NotAllowed, 403),
+    (Conflict, 409),
+    (EscalationError, 400),
+)
+
+
+def refusal_status(refusal: EscalationError) -> int:
+    return next(code for kind, code in _REFUSAL_STATUS if isinstance(refusal, kind))
+
+
+def refusal_problem(refusal: EscalationError) -> ApiProblem:
+    return ApiProblem(
+        status_code=refusal_status(refusal),
+        type_slug=refusal.code,
+        detail=refusal.detail,
+        errors=refusal.errors,
+        extra=refusal.extra,
+    )
 
 
 def problem_body(
@@ -141,7 +166,9 @@ def _slug_for(exc: exceptions.APIException) -> str:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every error becomes ``application/problem+json``."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, EscalationError):
+        exc = refusal_problem(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

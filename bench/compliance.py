@@ -189,8 +189,8 @@ def main() -> None:
     from django.db import transaction
 
     from audit.checkpoints import checkpoints_issue_due
-    from audit.services import audit_record, audit_seal
-    from tenants.services import SYSTEM_ACTOR, agent_create, organization_create, user_get_or_create
+    from audit.services import SYSTEM_ACTOR, audit_record, audit_seal
+    from tenants.services import agent_create, organization_create, user_get_or_create
 
     owner = user_get_or_create(email="bench@compliance.test")
     sizes = {"empty": 0, "small": small, "full": full}

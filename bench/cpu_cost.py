@@ -35,10 +35,11 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from audit.services import SYSTEM_ACTOR
     from escalations.consumers import wait_open, wait_read
     from escalations.models import Escalation
     from tenants.models import Agent, Organization
-    from tenants.services import SYSTEM_ACTOR, api_key_create
+    from tenants.services import api_key_create
 
     from .waiters import ESCALATION
 

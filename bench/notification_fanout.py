@@ -155,6 +155,7 @@ def seed() -> tuple[str, Any, Any]:
     """The organization, its policy and three operators with one fast contact point each,
     through the services a person's console clicks go through; returns the agent's key, the
     organization and the agent."""
+    from audit.services import SYSTEM_ACTOR
     from escalations.models import Policy, PolicyLevel
     from notifications.contact_points import (
         contact_point_add,
@@ -163,7 +164,6 @@ def seed() -> tuple[str, Any, Any]:
     )
     from tenants.models import Membership
     from tenants.services import (
-        SYSTEM_ACTOR,
         agent_create,
         api_key_create,
         membership_add,

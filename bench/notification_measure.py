@@ -156,8 +156,8 @@ def profile_in_process(organization: Any, agent: Any, count: int) -> dict[str, A
     from django.db import connection
 
     from escalations.services import escalation_create
-    from notifications.models import Delivery
     from notifications.deliveries import delivery_send
+    from notifications.models import Delivery
     from notifications.transports import http
 
     spent = {"queries": 0, "sql": 0.0, "http": 0.0}

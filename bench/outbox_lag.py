@@ -179,8 +179,9 @@ def main() -> None:
     import django
 
     django.setup()
+    from audit.services import SYSTEM_ACTOR
     from escalations.services import escalation_create
-    from tenants.services import SYSTEM_ACTOR, agent_create, organization_create, user_get_or_create
+    from tenants.services import agent_create, organization_create, user_get_or_create
 
     owner = user_get_or_create(email="owner@outbox.bench")
     organization = organization_create(name="Outbox bench", owner=owner, actor=SYSTEM_ACTOR)

@@ -66,11 +66,12 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from audit.services import audit_seal
+    from audit.services import SYSTEM_ACTOR, audit_seal
+    from escalations.deadlines import timers_due
     from escalations.models import Escalation, Policy
     from escalations.outbox import outbox_drain
-    from escalations.services import escalation_create, timers_due
-    from tenants.services import SYSTEM_ACTOR, agent_create, organization_create, user_get_or_create
+    from escalations.services import escalation_create
+    from tenants.services import agent_create, organization_create, user_get_or_create
 
     owner = user_get_or_create(email="bench@policies.test")
     plain = organization_create(name="No policies", owner=owner, actor=SYSTEM_ACTOR)

@@ -176,9 +176,10 @@ def seed(operators: int) -> dict[str, Any]:
     from django.contrib.auth.hashers import make_password
     from django.contrib.sessions.backends.db import SessionStore
 
+    from audit.services import SYSTEM_ACTOR
     from tenants.ids import new_public_id
     from tenants.models import Membership
-    from tenants.services import SYSTEM_ACTOR, agent_create, organization_create, user_get_or_create
+    from tenants.services import agent_create, organization_create, user_get_or_create
 
     User = get_user_model()
     owner = user_get_or_create(email="owner@fanout.test", password=None)

@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
+    from audit.services import SYSTEM_ACTOR
     from escalations.models import Escalation
     from escalations.services import escalation_claim, escalation_create
     from tenants.services import (
-        SYSTEM_ACTOR,
         agent_create,
         membership_add,
         organization_create,

@@ -20,9 +20,9 @@ def main() -> None:
 
     from django.db import connection
 
+    from audit.services import SYSTEM_ACTOR
     from tenants.models import Membership
     from tenants.services import (
-        SYSTEM_ACTOR,
         agent_create,
         api_key_create,
         membership_add,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
@@ -15,10 +12,10 @@ from rest_framework.response import Response as HttpResponse
 
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
-from tenants.ids import is_public_id
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
 
-from . import idempotency, services
+from . import idempotency, policies, services
 from .errors import forbidden, invalid_fields
 from .models import Escalation, Policy
 from .serializers import (
@@ -48,18 +45,17 @@ def _member_only(request: Request) -> None:
 
 
 def _escalations(request: Request) -> Any:
-    return (
-        Escalation.objects.filter(organization=request.organization)
-        .select_related("agent", "assignee__user")
-        .prefetch_related("responses__membership__user")
-    )
+    return request.organization.escalations.select_related(
+        "agent", "assignee__user"
+    ).prefetch_related("responses__membership__user")
 
 
 def _get(request: Request, public_id: str) -> Escalation:
-    if not is_public_id(public_id, "esc"):
-        raise Http404
+    escalation = get_for_organization_or_404(
+        _escalations(request), request.organization, public_id, prefix="esc"
+    )
     escalation_var.set(public_id)
-    return get_object_or_404(_escalations(request), public_id=public_id)
+    return escalation
 
 
 LIST_PARAMETERS = frozenset({"status", "external_id", "agent", "limit", "cursor"})
@@ -122,41 +118,28 @@ class EscalationListCreateView(KeyedAPIView):
         _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
+
+        def create() -> tuple[int, dict[str, Any]]:
             escalation = services.escalation_create(
                 organization=request.organization,
                 agent=request.agent,
                 api_key=request.api_key,
                 data=serializer.validated_data,
             )
-            return HttpResponse(escalation_data(escalation), status=status.HTTP_201_CREATED)
+            return status.HTTP_201_CREATED, escalation_data(escalation)
 
-        reserved = idempotency.idempotency_begin(
+        outcome = idempotency.idempotent(
             organization=request.organization,
-            key=key,
-            fingerprint=idempotency.fingerprint("POST", request.path, request.data),
+            key=request.headers.get("Idempotency-Key"),
+            method="POST",
+            path=request.path,
+            body=request.data,
+            work=create,
         )
-        if isinstance(reserved, idempotency.Replay):
-            response = HttpResponse(reserved.body, status=reserved.status)
+        response = HttpResponse(outcome.body, status=outcome.status)
+        if outcome.replayed:
             response["Idempotent-Replayed"] = "true"
-            return response
-        try:
-            with transaction.atomic():
-                escalation = services.escalation_create(
-                    organization=request.organization,
-                    agent=request.agent,
-                    api_key=request.api_key,
-                    data=serializer.validated_data,
-                )
-                body = escalation_data(escalation)
-                idempotency.idempotency_complete(
-                    record=reserved, status=status.HTTP_201_CREATED, body=body
-                )
-        except BaseException:
-            idempotency.idempotency_abandon(reserved)
-            raise
-        return HttpResponse(body, status=status.HTTP_201_CREATED)
+        return response
 
 
 class EscalationDetailView(KeyedAPIView):
@@ -180,10 +163,9 @@ class EscalationCancelView(KeyedAPIView):
     )
     def post(self, request: Request, public_id: str) -> HttpResponse:
         _agent_only(request)
-        escalation = _get(request, public_id)
-        if escalation.agent_id != request.agent.pk:
-            raise forbidden("Only the agent that created an escalation can cancel it.")
-        escalation = services.escalation_cancel(escalation=escalation, api_key=request.api_key)
+        escalation = services.escalation_cancel(
+            escalation=_get(request, public_id), api_key=request.api_key
+        )
         return HttpResponse(escalation_data(escalation))
 
 
@@ -256,7 +238,7 @@ class PolicyEvaluateView(KeyedAPIView):
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        result = services.policy_evaluate(
+        result = policies.policy_evaluate(
             organization=request.organization, agent=request.agent, data=data
         )
         return HttpResponse(result.as_dict(kind=data["kind"], data=data))

@@ -18,7 +18,7 @@ from rest_framework.response import Response as HttpResponse
 from audit.checkpoints import CheckpointError, checkpoint_issue
 from audit.models import Checkpoint
 from tenants.api import KeyedAPIView
-from tenants.ids import is_public_id
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
 
 from . import bundles, exports
@@ -84,15 +84,14 @@ class CheckpointDetailView(KeyedAPIView):
         description="One checkpoint by id, or `latest`.",
     )
     def get(self, request: Request, public_id: str) -> HttpResponse:
-        checkpoints = _checkpoints(request)
         if public_id == "latest":
-            checkpoint = checkpoints.first()
-        elif is_public_id(public_id, "ckp"):
-            checkpoint = checkpoints.filter(public_id=public_id).first()
+            checkpoint = _checkpoints(request).first()
+            if checkpoint is None:
+                raise Http404
         else:
-            checkpoint = None
-        if checkpoint is None:
-            raise Http404
+            checkpoint = get_for_organization_or_404(
+                Checkpoint, request.organization, public_id, prefix="ckp"
+            )
         return HttpResponse(CheckpointSerializer(checkpoint).data)
 
 

@@ -1,4 +1,6 @@
-"""The escalation domain's refusals, as problem documents the API and console both render."""
+"""Problems the escalation API raises itself, at the edge: who may call an endpoint at all (an
+agent's key, a member's key) and its query's shape. The services raise
+``escalations.exceptions`` instead, rendered the same way by ``awaithuman.problems``."""
 
 from __future__ import annotations
 
@@ -11,10 +13,6 @@ def conflict(detail: str, *, type_slug: str = "conflict", **extra: object) -> Ap
 
 def forbidden(detail: str) -> ApiProblem:
     return ApiProblem(status_code=403, type_slug="forbidden", detail=detail)
-
-
-def invalid(field: str, message: str) -> ApiProblem:
-    return invalid_fields({field: [message]})
 
 
 def invalid_fields(errors: dict[str, list[str]]) -> ApiProblem:

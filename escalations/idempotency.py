@@ -10,6 +10,9 @@ lock: of 20 concurrent requests with one key exactly one proceeds. The response 
 the record in the same transaction as the escalation, so a replay can never point at a rollback.
 A request that fails validation removes its record (nothing was done, so nothing is replayed);
 a record left in flight by a crashed process is taken over after ``STALE_AFTER``.
+
+``idempotent`` runs the whole protocol around a piece of work; a view only says what the work is
+and turns the outcome into its response.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -39,6 +43,48 @@ STALE_AFTER = timedelta(seconds=60)
 class Replay:
     status: int
     body: Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to answer: the work's status and body, or the first request's (``replayed``)."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+def idempotent(
+    *,
+    organization: Organization,
+    key: str | None,
+    method: str,
+    path: str,
+    body: Any,
+    work: Callable[[], tuple[int, Any]],
+) -> Outcome:
+    """Run ``work`` (returning its status and JSON body) at most once for ``key``.
+
+    Without a key the work just runs. With one, a retry of the same request gets the first
+    outcome back, and the problems of ``idempotency_begin`` say why else it cannot run. The work
+    and the stored outcome commit together; if the work fails, the key is freed for a retry.
+    """
+    if key is None:
+        status, response_body = work()
+        return Outcome(status=status, body=response_body)
+    reserved = idempotency_begin(
+        organization=organization, key=key, fingerprint=fingerprint(method, path, body)
+    )
+    if isinstance(reserved, Replay):
+        return Outcome(status=reserved.status, body=reserved.body, replayed=True)
+    try:
+        with transaction.atomic():
+            status, response_body = work()
+            idempotency_complete(record=reserved, status=status, body=response_body)
+    except BaseException:
+        idempotency_abandon(reserved)
+        raise
+    return Outcome(status=status, body=response_body)
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:

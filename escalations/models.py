@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from tenants.ids import new_public_id
@@ -86,6 +88,8 @@ class Escalation(models.Model):
     decision_comment = models.TextField(blank=True)
     edited_arguments = models.JSONField(null=True, blank=True)
     decision_channel = models.CharField(max_length=16, blank=True)
+    # An approval's signed receipt (``escalations.receipts``), signed once when it is decided.
+    receipt = models.TextField(blank=True, default="", editable=False)
     # Set once its payloads were replaced by their digests (``escalations.redaction``).
     redacted_at = models.DateTimeField(null=True, blank=True)
     redaction_reason = models.CharField(max_length=500, blank=True)
@@ -110,9 +114,18 @@ class Escalation(models.Model):
             self.public_id = new_public_id("esc")
         super().save(*args, **kwargs)
 
+    def get_absolute_url(self) -> str:
+        """The escalation's page in the console."""
+        return reverse("queue:escalation", args=[self.public_id])
+
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def console_url(self) -> str:
+        """``get_absolute_url`` on this server, for links sent elsewhere (API, messages)."""
+        return settings.AWAITHUMAN_BASE_URL + self.get_absolute_url()
 
 
 class Response(models.Model):

@@ -16,6 +16,9 @@ remains: the expression's length, the number of comprehension macros (the only s
 construct), and the variables it may name. Conditions are checked when saved (syntax with
 position, unknown variables, and type errors found by a trial run on a sample escalation); at run
 time any error counts as "no match", is logged and audited, and never fails the request.
+
+``policy_evaluate`` is the engine's answer for a proposed escalation (which policy, what outcome,
+the timeout terms it would get); ``escalation_create`` and the dry-run endpoint both ask it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from urllib.parse import urlencode
 
 import cel
 from django.urls import reverse
+from django.utils import timezone
 
 from tenants.models import Agent, Organization
 
@@ -217,6 +221,64 @@ def policy_snapshot(policy: Policy) -> dict[str, Any]:
         "on_timeout": policy.on_timeout or None,
         "levels": levels,
     }
+
+
+DEFAULT_TIMEOUT_SECONDS = 24 * 3600
+DEFAULT_ON_TIMEOUT = {
+    Escalation.Kind.APPROVAL: Escalation.OnTimeout.REJECT,
+    Escalation.Kind.QUESTION: Escalation.OnTimeout.EXPIRE,
+}
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What the policy engine decided for a proposed escalation."""
+
+    snapshot: dict[str, Any] | None
+    outcome: str
+    failures: list[ConditionFailure]
+
+    def as_dict(self, *, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The dry-run answer: policy, outcome and the terms the escalation would get."""
+        snapshot = self.snapshot or {}
+        timeout_seconds, on_timeout = timeout_terms(kind, data, snapshot)
+        return {
+            "policy": {"id": snapshot["id"], "name": snapshot["name"]} if snapshot else None,
+            "outcome": self.outcome,
+            "levels": snapshot.get("levels", []),
+            "timeout_seconds": timeout_seconds,
+            "on_timeout": on_timeout,
+            "required_approvals": snapshot.get("required_approvals", 1),
+        }
+
+
+def policy_evaluate(
+    *, organization: Organization, agent: Agent, data: dict[str, Any], now: datetime | None = None
+) -> PolicyOutcome:
+    """Run the policy engine on a proposed escalation (no side effects)."""
+    match = policy_match(
+        organization=organization, agent=agent, data=data, now=now or timezone.now()
+    )
+    if match.policy is None:
+        return PolicyOutcome(snapshot=None, outcome="require_human", failures=match.failures)
+    outcome = match.policy.outcome
+    if outcome == "auto_approve" and data["kind"] == Escalation.Kind.QUESTION:
+        # Nothing can answer a question automatically; a human still must.
+        outcome = "require_human"
+    return PolicyOutcome(
+        snapshot=policy_snapshot(match.policy), outcome=outcome, failures=match.failures
+    )
+
+
+def timeout_terms(kind: str, data: dict[str, Any], snapshot: dict[str, Any]) -> tuple[int, str]:
+    """The agent's timeout terms win; then the policy's defaults; then ours."""
+    timeout_seconds = (
+        data.get("timeout_seconds") or snapshot.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS
+    )
+    on_timeout = data.get("on_timeout") or snapshot.get("on_timeout") or DEFAULT_ON_TIMEOUT[kind]
+    if kind == Escalation.Kind.QUESTION and on_timeout == Escalation.OnTimeout.APPROVE:
+        on_timeout = Escalation.OnTimeout.EXPIRE
+    return timeout_seconds, on_timeout
 
 
 def _escalation_input(escalation: Escalation) -> dict[str, Any]:

@@ -20,11 +20,11 @@ ensure_ascii=False)`` encoded as UTF-8. The public keys are published at
 ``/.well-known/jwks.json``; an executor verifies the receipt against the action it is about to
 run (the SDK does: ``awaithuman_sdk.receipts``).
 
-Where it is computed: when the decision is rendered, not stored. Every input is fixed once the
-escalation is terminal, ``iat`` is the decision time rather than the render time, and Ed25519
-signatures are deterministic (RFC 8032), so the same approval renders the same receipt for as
-long as the signing key is unchanged; after a rotation it renders a new receipt that verifies just
-as well, while receipts handed out earlier stay verifiable through the grace period.
+Where it is computed: once, when the escalation is approved (``escalations.decisions``), in the
+decision's transaction, and stored on the escalation (``Escalation.receipt``); every read returns
+that same receipt, and after a key rotation it stays verifiable through the grace period, which
+is never shorter than its lifetime. An approval decided before receipts were stored gets its
+receipt signed on its first read, and stored then (``receipt_for``).
 
 No JOSE library: the ``cryptography`` package (already a dependency of daphne's TLS stack, now
 declared explicitly) signs, and the JWS framing is three base64url segments. Issuing one fixed
@@ -292,12 +292,22 @@ def sign_bytes(message: bytes) -> tuple[bytes, bytes]:
     return public_key, private_key.sign(message)
 
 
+def receipt_sign(escalation: Escalation) -> str:
+    """Sign the receipt of an escalation being approved; its decision fields are already set."""
+    return sign(receipt_claims(escalation))
+
+
 def receipt_for(escalation: Escalation) -> str | None:
     """The receipt of an approved escalation; ``None`` for every other state, and once its
     payloads are redacted (the approved arguments it would hash are gone)."""
     if escalation.status != Escalation.Status.APPROVED or escalation.redacted_at is not None:
         return None
-    return sign(receipt_claims(escalation))
+    if not escalation.receipt:
+        # Approved before receipts were stored: sign it now, once (the conditional UPDATE keeps
+        # the first of two concurrent reads; Ed25519 makes both the same under one key anyway).
+        escalation.receipt = receipt_sign(escalation)
+        Escalation.objects.filter(pk=escalation.pk, receipt="").update(receipt=escalation.receipt)
+    return escalation.receipt
 
 
 @require_safe

@@ -33,16 +33,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_record, payload_digest
+from audit.services import SYSTEM_ACTOR, audit_record, payload_digest
 from tenants.models import Organization
 
-from .errors import conflict, invalid
+from .exceptions import InvalidInput
 from .models import Escalation, IdempotencyRecord
 from .outbox import outbox_write
+from .rules import redact_refusal
 
 REDACTED = "_redacted"
 RETENTION_BATCH = 500
-SYSTEM_ACTOR = {"type": "system", "id": "retention"}
+# The organization's retention redacts as the system, named so the audit log says which part.
+RETENTION_ACTOR = {**SYSTEM_ACTOR, "id": "retention"}
 
 
 def is_redacted(value: Any) -> bool:
@@ -97,14 +99,16 @@ def escalation_redact(*, escalation: Escalation, actor: dict[str, Any], reason: 
     """
     reason = reason.strip()
     if not reason:
-        raise invalid("reason", "Say why the payloads are redacted (e.g. the erasure request).")
+        raise InvalidInput.field(
+            "reason", "Say why the payloads are redacted (e.g. the erasure request)."
+        )
     if len(reason) > 500:
-        raise invalid("reason", "At most 500 characters.")
+        raise InvalidInput.field("reason", "At most 500 characters.")
     locked = Escalation.objects.select_for_update().get(pk=escalation.pk)
     if locked.redacted_at is not None:
         return locked
-    if not locked.is_terminal:
-        raise conflict("Only a decided escalation's payloads can be redacted.")
+    if refusal := redact_refusal(locked):
+        raise refusal
     digests: dict[str, str] = {"context": digest_of(locked.context)}
     locked.context = redacted(locked.context)
     if locked.action:
@@ -189,7 +193,7 @@ def payloads_redact_expired(*, now: Any = None) -> int:
                 ).order_by("decided_at", "id")[:RETENTION_BATCH]
             )
             for escalation in due:
-                escalation_redact(escalation=escalation, actor=SYSTEM_ACTOR, reason=reason)
+                escalation_redact(escalation=escalation, actor=RETENTION_ACTOR, reason=reason)
             done += len(due)
             if len(due) < RETENTION_BATCH:
                 break

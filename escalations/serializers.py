@@ -334,7 +334,7 @@ class EscalationSerializer(serializers.Serializer):
         return {
             "self": f"{base}{path}",
             "wait": f"{base}{path}/wait",
-            "console": f"{base}/escalations/{escalation.public_id}/",
+            "console": escalation.console_url,
         }
 
 

@@ -6,12 +6,12 @@ from celery import shared_task
 
 from audit.services import audit_seal
 
-from . import idempotency, outbox, redaction, services
+from . import deadlines, idempotency, outbox, redaction
 
 
 @shared_task(ignore_result=True)
 def timers_tick() -> int:
-    return services.timers_due()
+    return deadlines.timers_due()
 
 
 @shared_task(ignore_result=True)

@@ -20,12 +20,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.models import AuditEvent, ChainHead
-from awaithuman.problems import ApiProblem
+from awaithuman.problems import refusal_status
 from tenants.console import role_required
-from tenants.ids import get_by_public_id_or_404
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Membership
 
-from . import bundles, live, outbox, redaction
+from . import bundles, live, outbox, redaction, rules
+from .exceptions import EscalationError
 from .exports import ExportError
 from .forms import ResponseForm
 from .models import Escalation, Response
@@ -93,10 +94,11 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 def _escalation(request: HttpRequest, public_id: str) -> Escalation:
-    return get_by_public_id_or_404(
-        request.organization.escalations.select_related("agent", "assignee__user"),  # type: ignore[attr-defined]
-        "esc",
+    return get_for_organization_or_404(
+        Escalation.objects.select_related("agent", "assignee__user"),
+        request.organization,  # type: ignore[attr-defined]
         public_id,
+        prefix="esc",
     )
 
 
@@ -272,9 +274,6 @@ def _detail_context(
     )
     known = {"reasoning", "tool_calls", "messages"}
     claim = _claim_state(escalation, membership)
-    can_answer = (
-        membership.can_answer and not escalation.is_terminal and mine is None and claim != "other"
-    )
     form = form or ResponseForm(escalation.response_schema)
     return {
         "escalation": escalation,
@@ -296,12 +295,10 @@ def _detail_context(
         "my_response": mine,
         "claim": claim,
         "can_act": membership.can_answer,
-        "can_answer": can_answer,
-        "can_release": escalation.assignee_id is not None
-        and (claim == "mine" or membership.role in Membership.MANAGING_ROLES),
-        "can_redact": escalation.is_terminal
-        and escalation.redacted_at is None
-        and membership.role in Membership.MANAGING_ROLES,
+        "can_claim": rules.can_claim(escalation, membership),
+        "can_answer": rules.can_answer(escalation, membership, answered=mine is not None),
+        "can_release": rules.can_release(escalation, membership),
+        "can_redact": rules.can_redact(escalation, membership),
         "always_allow_url": always_allow_url(escalation)
         if membership.role in Membership.MANAGING_ROLES
         and escalation.kind == Escalation.Kind.APPROVAL
@@ -328,7 +325,7 @@ def escalation_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 def _back(escalation: Escalation) -> HttpResponseRedirect:
-    return HttpResponseRedirect(reverse("queue:escalation", args=[escalation.public_id]))
+    return HttpResponseRedirect(escalation.get_absolute_url())
 
 
 @require_POST
@@ -337,8 +334,8 @@ def escalation_claim_view(request: HttpRequest, public_id: str) -> HttpResponse:
     escalation = _escalation(request, public_id)
     try:
         escalation_claim(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
-    except ApiProblem as problem:
-        messages.error(request, str(problem.detail))
+    except EscalationError as refusal:
+        messages.error(request, refusal.detail)
     return _back(escalation)
 
 
@@ -348,8 +345,8 @@ def escalation_release_view(request: HttpRequest, public_id: str) -> HttpRespons
     escalation = _escalation(request, public_id)
     try:
         escalation_release(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
-    except ApiProblem as problem:
-        messages.error(request, str(problem.detail))
+    except EscalationError as refusal:
+        messages.error(request, refusal.detail)
     return _back(escalation)
 
 
@@ -364,9 +361,9 @@ def escalation_redact_view(request: HttpRequest, public_id: str) -> HttpResponse
             actor=request.membership.as_actor(),  # type: ignore[attr-defined]
             reason=request.POST.get("reason", ""),
         )
-    except ApiProblem as problem:
-        field_errors = [error for errors in (problem.errors or {}).values() for error in errors]
-        messages.error(request, " ".join(field_errors) or str(problem.detail))
+    except EscalationError as refusal:
+        field_errors = [error for errors in (refusal.errors or {}).values() for error in errors]
+        messages.error(request, " ".join(field_errors) or refusal.detail)
     else:
         messages.success(request, "The payloads were replaced by their digests.")
     return _back(escalation)
@@ -431,17 +428,17 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
             edited_arguments=edited,
             channel="console",
         )
-    except ApiProblem as problem:
-        errors = dict(problem.errors or {})
+    except EscalationError as refusal:
+        errors = dict(refusal.errors or {})
         comment_errors += errors.pop("comment", [])
         arguments_errors += errors.pop("edited_arguments", [])
         unplaced = errors.pop("outcome", [])
         form.add_errors(errors)
         form.errors += unplaced
         if not (errors or comment_errors or arguments_errors or unplaced):
-            form.errors.append(str(problem.detail))
+            form.errors.append(refusal.detail)
         escalation.refresh_from_db()
-        return again(problem.status_code)
+        return again(refusal_status(refusal))
     template = OUTCOME_MESSAGES.get(outcome, "Saved your answer to “{title}”.")
     messages.success(request, template.format(title=escalation.title[:80]))
     return HttpResponseRedirect(reverse("queue:index"))

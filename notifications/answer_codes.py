@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from awaithuman.problems import ApiProblem
+from escalations.exceptions import EscalationError
 from escalations.models import Escalation, Response
 from escalations.services import response_submit
 from tenants.models import Membership
@@ -159,7 +159,7 @@ def answer_from_channel(
             comment=comment,
             channel=channel,
         )
-    except ApiProblem as problem:
+    except EscalationError as problem:
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return False, f"Already {outcome_text(escalation)}."

@@ -19,10 +19,9 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from audit.services import audit_record
+from audit.services import SYSTEM_ACTOR, audit_record
 from escalations.models import Escalation
 from tenants.models import Membership
-from tenants.services import SYSTEM_ACTOR
 
 from .models import ContactPoint, NotificationPreference
 from .transports import TRANSPORTS, TransportError

@@ -24,14 +24,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import SYSTEM_ACTOR, audit_record
 from awaithuman import metrics
 from awaithuman.celery import app, enqueue
 from escalations import hooks
 from escalations.models import Escalation
 from tenants.ids import new_public_id
 from tenants.models import Membership
-from tenants.services import SYSTEM_ACTOR
 
 from .contact_points import contact_points_usable
 from .models import ContactPoint, Delivery

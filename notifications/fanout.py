@@ -22,11 +22,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import audit_batch, audit_record
+from audit.services import SYSTEM_ACTOR, audit_batch, audit_record
 from escalations import hooks
 from escalations.models import Escalation
 from tenants.models import Membership
-from tenants.services import SYSTEM_ACTOR
 
 from .contact_points import contact_points_usable_among, preference_get
 from .deliveries import (

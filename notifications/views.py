@@ -24,7 +24,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from awaithuman.problems import ApiProblem
+from awaithuman.problems import refusal_status
+from escalations.exceptions import EscalationError
 from escalations.models import Escalation
 from escalations.services import response_submit
 from tenants.console import role_required
@@ -115,7 +116,7 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
                 comment=comment,
                 channel="email",
             )
-    except ApiProblem as problem:
+    except EscalationError as problem:
         escalation.refresh_from_db()
         if escalation.is_terminal:
             return _action_page(request, "decided", status=409, **context)
@@ -124,7 +125,11 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
             errors = problem.errors["comment"]
             return _action_page(request, "confirm", status=400, comment_errors=errors, **context)
         return _action_page(
-            request, "refused", status=problem.status_code, detail=str(problem.detail), **context
+            request,
+            "refused",
+            status=refusal_status(problem),
+            detail=str(problem.detail),
+            **context,
         )
     escalation.refresh_from_db()
     return _action_page(request, "done", **context)

@@ -37,7 +37,6 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_ACTOR = {"type": "system"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 

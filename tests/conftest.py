@@ -15,9 +15,9 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from audit import triggers
+from audit.services import SYSTEM_ACTOR
 from tenants.models import Membership, Organization
 from tenants.services import (
-    SYSTEM_ACTOR,
     agent_create,
     api_key_create,
     membership_add,

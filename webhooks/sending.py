@@ -42,7 +42,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import SYSTEM_ACTOR, audit_record
 from awaithuman import metrics, outbound
 from awaithuman.celery import app, enqueue
 from escalations.timers import ticking_in_process
@@ -52,7 +52,6 @@ from .models import AgentWebhookSecret, CallbackEndpoint, WebhookEndpoint, Webho
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_ACTOR = {"type": "system"}
 RESPONSE_SNIPPET_BYTES = 1000
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 DUE_BATCH = 100

@@ -10,9 +10,10 @@ from django.core import mail
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM_ACTOR
 from tenants import billing
 from tenants.models import BillingAccount, Organization, UsagePeriod
-from tenants.services import SYSTEM_ACTOR, agent_create, invitation_create
+from tenants.services import agent_create, invitation_create
 from tests.conftest import APPROVAL, create_escalation
 from tests.console.helpers import signed_in
 

@@ -26,7 +26,8 @@ SIZES = {"phone": PHONE, "laptop": LAPTOP}
 
 SETUP = """
 from tenants.models import Organization
-from tenants.services import SYSTEM_ACTOR, membership_add, user_get_or_create
+from audit.services import SYSTEM_ACTOR
+from tenants.services import membership_add, user_get_or_create
 from notifications.models import ContactPoint
 organization = Organization.objects.get(slug=SLUG)
 user = user_get_or_create(email="omar.operator.with.a.long.address@layout.test", password=PASSWORD)

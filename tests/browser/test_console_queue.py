@@ -30,7 +30,8 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 SETUP = """
 import json
 from tenants.models import Organization
-from tenants.services import SYSTEM_ACTOR, membership_add, user_get_or_create
+from audit.services import SYSTEM_ACTOR
+from tenants.services import membership_add, user_get_or_create
 organization = Organization.objects.get(slug=SLUG)
 user = user_get_or_create(email="dana@queue.test", password=PASSWORD)
 membership_add(organization=organization, user=user, role="operator", actor=SYSTEM_ACTOR)

@@ -11,8 +11,9 @@ from django.core import mail
 from django.test import Client
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM_ACTOR
 from tenants.models import Membership, Organization
-from tenants.services import SYSTEM_ACTOR, membership_add
+from tenants.services import membership_add
 
 from .helpers import signed_in
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tenants.services import SYSTEM_ACTOR, organization_create, user_get_or_create
+from audit.services import SYSTEM_ACTOR
+from tenants.services import organization_create, user_get_or_create
 from tests.conftest import api_client, create_escalation
 from tests.console.helpers import signed_in
 

@@ -19,17 +19,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from audit.services import SYSTEM_ACTOR
 from escalations.models import Escalation
 from notifications import links
 from notifications.models import ContactPoint, Delivery
 from tenants.models import Membership
-from tenants.services import (
-    SYSTEM_ACTOR,
-    api_key_create,
-    invitation_create,
-    membership_add,
-    user_get_or_create,
-)
+from tenants.services import api_key_create, invitation_create, membership_add, user_get_or_create
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in, verified
 from webhooks.models import CallbackEndpoint, WebhookEndpoint, WebhookMessage

@@ -146,7 +146,8 @@ def test_an_organization_that_requires_2fa_sends_members_without_it_to_setup(acm
 
 
 def test_require_2fa_holds_only_in_that_organization(acme, globex):
-    from tenants.services import SYSTEM_ACTOR, membership_add
+    from audit.services import SYSTEM_ACTOR
+    from tenants.services import membership_add
 
     dana = globex.members["dana"].user
     membership_add(organization=acme.organization, user=dana, role="viewer", actor=SYSTEM_ACTOR)

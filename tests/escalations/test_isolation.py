@@ -21,13 +21,14 @@ from django.urls import get_resolver
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM_ACTOR
 from awaithuman.asgi import application
 from escalations.consumers import wait_endpoint
 from escalations.models import Escalation, Policy
 from escalations.urls import urlpatterns as escalation_urlpatterns
 from tenants.ids import encode_base62, random_base62
 from tenants.models import ApiKey
-from tenants.services import SYSTEM_ACTOR, api_key_create, api_key_revoke
+from tenants.services import api_key_create, api_key_revoke
 from tests.conftest import APPROVAL, Tenant, api_client, create_escalation
 from webhooks.urls import urlpatterns as callback_urlpatterns
 

@@ -10,9 +10,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from escalations.deadlines import timers_due
 from escalations.models import Escalation, Policy, PolicyLevel
 from escalations.policies import ConditionError, condition_check
-from escalations.services import timers_due
 from tests.conftest import APPROVAL, create_escalation
 
 REFUND_OVER_500 = 'action.name == "issue_refund" && action.arguments.amount > 500'
@@ -154,7 +154,8 @@ def test_disabled_policies_and_other_agents_policies_do_not_apply(acme):
     scoped = Policy.objects.create(
         organization=acme.organization, name="Only for billing-bot", outcome="auto_approve"
     )
-    from tenants.services import SYSTEM_ACTOR, agent_create
+    from audit.services import SYSTEM_ACTOR
+    from tenants.services import agent_create
 
     scoped.agents.add(
         agent_create(organization=acme.organization, name="billing-bot", actor=SYSTEM_ACTOR)

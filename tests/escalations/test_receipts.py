@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from escalations import receipts, services
+from escalations import deadlines, receipts
 from escalations.models import Escalation, Policy, ReceiptSigningKey
 from tests.conftest import APPROVAL, create_escalation
 
@@ -116,6 +116,25 @@ def test_the_receipt_is_stable_across_reads_and_the_wait(acme):
     assert listed["decision"]["receipt"] == again["decision"]["receipt"]
 
 
+def test_the_receipt_is_signed_at_the_decision_and_stored(acme):
+    created = create_escalation(acme)
+    decided = answer(acme, created["id"], outcome="approve")
+    assert Escalation.objects.get(public_id=created["id"]).receipt == decided["decision"]["receipt"]
+
+
+def test_an_approval_decided_before_receipts_were_stored_gets_one_on_first_read(acme):
+    created = create_escalation(acme)
+    answer(acme, created["id"], outcome="approve")
+    Escalation.objects.filter(public_id=created["id"]).update(receipt="")
+
+    read = acme.agent_client().get(f"/api/v1/escalations/{created['id']}").json()
+
+    claims = verify(read["decision"]["receipt"])
+    assert claims["sub"] == created["id"]
+    assert claims["action_hash"] == sha256_of(APPROVAL["action"])
+    assert Escalation.objects.get(public_id=created["id"]).receipt == read["decision"]["receipt"]
+
+
 @pytest.mark.parametrize(
     ("outcome", "status"),
     [("reject", "rejected"), ("cancel", "cancelled")],
@@ -140,7 +159,7 @@ def test_an_answered_question_carries_no_receipt(acme):
 
 def test_approved_on_timeout_carries_a_receipt(acme):
     created = create_escalation(acme, timeout_seconds=5, on_timeout="approve")
-    services.timers_due(timezone.now() + timedelta(seconds=6))
+    deadlines.timers_due(timezone.now() + timedelta(seconds=6))
     body = acme.agent_client().get(f"/api/v1/escalations/{created['id']}").json()
     assert body["status"] == "approved"
     claims = verify(body["decision"]["receipt"])
@@ -219,8 +238,10 @@ def test_rotation_keeps_the_old_key_published_and_old_receipts_valid(acme):
     assert {jwk["kid"] for jwk in _jwks()["keys"]} == {old_kid, new_kid}
     verify(old_receipt)
     fresh = acme.agent_client().get(f"/api/v1/escalations/{created['id']}").json()
-    assert json.loads(_b64decode(fresh["decision"]["receipt"].split(".")[0]))["kid"] == new_kid
-    verify(fresh["decision"]["receipt"])
+    assert fresh["decision"]["receipt"] == old_receipt  # signed once, when it was decided
+    newer = answer(acme, create_escalation(acme)["id"], outcome="approve")["decision"]["receipt"]
+    assert json.loads(_b64decode(newer.split(".")[0]))["kid"] == new_kid
+    verify(newer)
     retired = ReceiptSigningKey.objects.get(kid=old_kid)
     assert retired.private_key_encrypted == ""
     assert not retired.active

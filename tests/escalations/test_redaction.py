@@ -17,12 +17,11 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_seal, audit_verify_chain
+from audit.services import SYSTEM_ACTOR, audit_seal, audit_verify_chain
 from escalations import outbox
 from escalations.models import Escalation
 from escalations.redaction import escalation_redact
 from escalations.tasks import payloads_redact
-from tenants.services import SYSTEM_ACTOR
 from tests.conftest import APPROVAL, Tenant
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import running_receiver

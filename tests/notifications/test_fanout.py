@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from escalations import hooks
-from escalations import services as escalation_services
+from escalations.deadlines import timers_due
 from escalations.models import Escalation, Policy, PolicyLevel
 from notifications import fanout, tasks
 from notifications.contact_points import preference_set_all_points_for, preference_update
@@ -119,7 +119,7 @@ def test_a_level_notifies_its_targets_on_its_channels_and_the_next_level_escalat
     assert mail.outbox == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        escalation_services.timers_due(timezone.now() + timedelta(seconds=61))
+        timers_due(timezone.now() + timedelta(seconds=61))
 
     second = deliveries(escalation["id"])[1:]
     assert [(row.membership_id, row.channel, row.kind, row.level) for row in second] == [
@@ -139,7 +139,7 @@ def test_reminders_notify_the_level_again(
     escalation = new_escalation(django_capture_on_commit_callbacks, acme)
     for minutes in (1.1, 2.2):
         with django_capture_on_commit_callbacks(execute=True):
-            escalation_services.timers_due(timezone.now() + timedelta(minutes=minutes))
+            timers_due(timezone.now() + timedelta(minutes=minutes))
 
     kinds = [row.kind for row in deliveries(escalation["id"])]
     assert kinds == ["level_entered", "reminder", "reminder"]
@@ -278,7 +278,7 @@ def test_a_task_for_a_level_already_left_sends_nothing(
             payload={"generation": row.timer_generation, "level": 1, "round": 0},
         )
     with django_capture_on_commit_callbacks(execute=False):
-        escalation_services.timers_due(timezone.now() + timedelta(seconds=61))
+        timers_due(timezone.now() + timedelta(seconds=61))
 
     tasks.deliver(level_one.pk)
 
@@ -298,7 +298,7 @@ def test_a_late_hook_for_a_level_already_left_notifies_nobody(
     with django_capture_on_commit_callbacks(execute=False):
         escalation = create_escalation(acme)
         row = Escalation.objects.get(public_id=escalation["id"])
-        escalation_services.timers_due(timezone.now() + timedelta(seconds=61))
+        timers_due(timezone.now() + timedelta(seconds=61))
 
     created = deliveries_fan_out(
         escalation_id=row.pk,

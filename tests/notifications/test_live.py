@@ -141,7 +141,8 @@ def _add_operators(stack: Stack, count: int) -> list[str]:
         "shell",
         "-c",
         "from tenants.models import Organization\n"
-        "from tenants.services import SYSTEM_ACTOR, membership_add, user_get_or_create\n"
+        "from audit.services import SYSTEM_ACTOR\n"
+        "from tenants.services import membership_add, user_get_or_create\n"
         "organization = Organization.objects.get()\n"
         f"for n in range({count}):\n"
         "    user = user_get_or_create(email=f'operator{n}@live.test')\n"

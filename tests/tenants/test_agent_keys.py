@@ -12,10 +12,10 @@ from channels.testing import HttpCommunicator
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from audit.services import SYSTEM_ACTOR
 from awaithuman.asgi import application
 from tenants.models import ApiKey
 from tenants.services import (
-    SYSTEM_ACTOR,
     KeyRollRefused,
     agent_disable,
     agent_enable,

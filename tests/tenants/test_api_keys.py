@@ -10,10 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.services import SYSTEM_ACTOR
 from tenants import keycache, keys
 from tenants.ids import BASE62
 from tenants.models import AGENT_SCOPES, PERSONAL_SCOPES, ApiKey
-from tenants.services import SYSTEM_ACTOR, api_key_create, api_key_revoke
+from tenants.services import api_key_create, api_key_revoke
 from tests.conftest import Tenant, api_client
 
 # The pattern the README publishes for secret scanners.

@@ -30,8 +30,9 @@ def test_a_key_revoked_through_one_process_is_refused_by_another_within_a_second
         stack.manage(
             "shell",
             "-c",
-            "from tenants.models import ApiKey; from tenants.services import SYSTEM_ACTOR,"
-            f" api_key_revoke; api_key_revoke(api_key=ApiKey.objects.get(key_id='{key_id}'),"
+            "from audit.services import SYSTEM_ACTOR; from tenants.models import ApiKey;"
+            " from tenants.services import api_key_revoke;"
+            f" api_key_revoke(api_key=ApiKey.objects.get(key_id='{key_id}'),"
             " actor=SYSTEM_ACTOR)",
         )
         time.sleep(CHECK_SECONDS + 0.1)

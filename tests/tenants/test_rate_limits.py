@@ -18,10 +18,11 @@ from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.test import override_settings
 
+from audit.services import SYSTEM_ACTOR
 from awaithuman.asgi import application
 from escalations.models import Escalation
 from tenants.ids import encode_base62, random_base62
-from tenants.services import SYSTEM_ACTOR, agent_create, api_key_create
+from tenants.services import agent_create, api_key_create
 from tests.conftest import APPROVAL, Tenant, api_client, create_escalation
 from tests.live import production_stack
 

@@ -19,7 +19,7 @@ import standardwebhooks
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from tenants.services import SYSTEM_ACTOR
+from audit.services import SYSTEM_ACTOR
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in
 from tests.notifications.fake_receiver import Answer, Receiver, running_receiver

@@ -5,8 +5,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from audit.services import SYSTEM_ACTOR
 from tenants.models import Agent, ApiKey, Membership, Organization
-from tenants.services import SYSTEM_ACTOR, agent_create, api_key_create
+from tenants.services import agent_create, api_key_create
 
 
 class Command(BaseCommand):

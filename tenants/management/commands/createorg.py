@@ -7,8 +7,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 from django.db import transaction
 
+from audit.services import SYSTEM_ACTOR
 from tenants.models import Organization
-from tenants.services import SYSTEM_ACTOR, organization_create, user_get_or_create
+from tenants.services import organization_create, user_get_or_create
 
 
 class Command(BaseCommand):

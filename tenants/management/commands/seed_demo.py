@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from audit.services import SYSTEM_ACTOR
 from tenants.models import Agent, ApiKey, Membership, Organization
 from tenants.services import (
-    SYSTEM_ACTOR,
     agent_create,
     api_key_create,
     api_key_revoke,
