@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from tenants import billing
+from tenants.memberships import invitation_create
 from tenants.models import BillingAccount, Organization, UsagePeriod
-from tenants.services import SYSTEM_ACTOR, agent_create, invitation_create
+from tenants.services import SYSTEM_ACTOR, agent_create
 from tests.conftest import APPROVAL, create_escalation
 from tests.console.helpers import signed_in
 

@@ -28,11 +28,11 @@ from notifications.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
+from tenants.memberships import invitation_create
 from tenants.models import Membership
 from tenants.services import (
     SYSTEM_ACTOR,
     api_key_create,
-    invitation_create,
     membership_add,
     user_get_or_create,
 )

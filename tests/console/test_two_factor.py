@@ -15,7 +15,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEvent
-from tenants.middleware import session_second_factor_pending
+from tenants.middleware.two_factor import session_second_factor_pending
 from tenants.services import two_factor_enable
 
 from .helpers import code_for, signed_in, verified
