@@ -40,6 +40,7 @@ from awaithuman import metrics
 from awaithuman.celery import enqueue
 from escalations import hooks
 from escalations.models import Escalation
+from tenants.billing import channel_refusal
 from tenants.ids import new_public_id
 from tenants.models import Membership
 from tenants.services import SYSTEM_ACTOR
@@ -890,6 +891,8 @@ def contact_point_add(
         raise ContactPointError(
             "Web Push is added from the browser that should receive it: use “Notify this browser”."
         )
+    if refusal := channel_refusal(membership.organization, [channel]):
+        raise ContactPointError(refusal)
     return _contact_point_create(
         membership=membership,
         channel=channel,

@@ -30,6 +30,7 @@ from .emails import owners_email, quota_email_send
 from .features import (
     SMS_CHANNELS,
     PlanFeatureRequired,
+    channel_refusal,
     feature_refusal,
     organization_has_feature,
     plan_with_feature,
@@ -97,6 +98,7 @@ __all__ = [
     "Usage",
     "agent_limit_check",
     "billing_enabled",
+    "channel_refusal",
     "checkout_processed",
     "checkout_url",
     "escalation_quota_consume",

@@ -1,8 +1,9 @@
 """Plan features, enforced where an organization sets one up or uses it.
 
 Each use site asks one question: ``require_feature`` (services and the API: a 402 problem naming
-the field, the feature and the plan that includes it) or ``feature_refusal`` (forms: the message
-to show on the field, or None). The check comes before anything is written.
+the field, the feature and the plan that includes it) or ``feature_refusal`` and
+``channel_refusal`` (forms: the message to show on the field, or None). The check comes before
+anything is written.
 
 Where each feature is checked:
 
@@ -16,6 +17,8 @@ approvals an organization asked for would weaken a safety rule, so only saving o
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from awaithuman.problems import ApiProblem
 from tenants.models import Organization
@@ -58,6 +61,14 @@ def feature_refusal(organization: Organization, feature: str) -> str | None:
         f"{FEATURE_LABELS[feature]} are not part of the {plan.name} plan; they come with the "
         f"{plan_with_feature(feature).name} plan. An owner can upgrade at {upgrade_url()}."
     )
+
+
+def channel_refusal(organization: Organization, channels: Iterable[str]) -> str | None:
+    """``feature_refusal`` for notification channels: why ``organization`` may not use one of
+    ``channels``, or None."""
+    if SMS_CHANNELS.isdisjoint(channels):
+        return None
+    return feature_refusal(organization, FEATURE_SMS)
 
 
 class PlanFeatureRequired(ApiProblem):
