@@ -7,8 +7,7 @@
   webhook for that Checkout Session has arrived, then the new plan.
 * ``/billing/stripe/webhook/`` — signed events from Stripe (``tenants.billing`` applies them).
 
-A plan limit or a missing feature met by a console view is rendered by
-``tenants.middleware.plan_limits``.
+A plan limit reached by a console view is rendered by ``tenants.middleware.plan_limits``.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ Where each feature is checked:
 * ``quorum``: a policy that needs more than one approval.
 * ``audit_export``: downloading an evidence bundle (the API and the console).
 
-A quorum already set up keeps applying after a downgrade: quietly lowering the number of
-approvals an organization asked for would weaken a safety rule, so only saving one is refused.
+Like the limits, features are checked when something is set up, not each time it runs: contact
+points and policies saved before a downgrade keep working, and only saving new ones (or editing
+one while it still asks for the feature) is refused. For a quorum this is the point: quietly
+lowering the number of approvals an organization asked for would weaken a safety rule.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Plan limits and missing plan features met by a console view, as a 402 page with an upgrade
-button (problem+json when the client asked for JSON). DRF views render them as problem+json
-themselves (``awaithuman.problems.exception_handler``) before this sees them."""
+"""``PlanLimitExceeded`` raised by a console view (creating an agent, inviting someone) as a 402
+page with an upgrade button (problem+json when the client asked for JSON). DRF views render it
+as problem+json themselves (``awaithuman.problems.exception_handler``) before this sees it."""
 
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ class PlanLimitMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, billing.PlanLimitExceeded | billing.PlanFeatureRequired):
+        if not isinstance(exception, billing.PlanLimitExceeded):
             return None
         if "html" not in request.headers.get("Accept", "text/html"):
             body = problem_body(
                 status_code=402,
                 type_slug=exception.type_slug,
                 detail=str(exception.detail),
-                errors=exception.errors,
                 extra=exception.extra,
             )
             return HttpResponse(json.dumps(body), status=402, content_type=PROBLEM_CONTENT_TYPE)
