@@ -68,7 +68,8 @@ def quota_email_send(*, organization_id: int, threshold: int) -> int:
 
 
 def owners_email_after_commit(organization_id: int, template: str, **context: Any) -> None:
-    from tenants import tasks
+    """Queue ``owners_email`` once the caller's transaction commits."""
+    from tenants import tasks  # tenants.tasks imports this package
 
     transaction.on_commit(
         lambda: enqueue(tasks.billing_owners_email, (organization_id, template, context))
