@@ -109,10 +109,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "tenants.console.CurrentOrganizationMiddleware",
+    "tenants.middleware.organization.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "tenants.middleware.TwoFactorMiddleware",
+    "tenants.middleware.two_factor.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tenants.middleware.plan_limits.PlanLimitMiddleware",
 ]
 
 ROOT_URLCONF = "awaithuman.urls"
@@ -130,6 +131,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tenants.views.console_context",
+                "tenants.billing_views.billing_context",
             ],
         },
     },
@@ -350,7 +352,7 @@ OUTBOX_NUDGE_SECONDS = 1.0
 
 AUDIT_ORGANIZATION_MODEL = "tenants.Organization"
 
-# --- Billing (Stripe; tenants/billing.py) ------------------------------------------------------
+# --- Billing (Stripe; tenants/billing/) -------------------------------------------------------
 # Off without a Stripe key: every organization is unlimited and Stripe is never called.
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")
@@ -373,8 +375,6 @@ CELERY_BEAT_SCHEDULE["billing-grace-expire"] = {
     "task": "tenants.tasks.billing_grace_expire",
     "schedule": 3600.0,
 }
-MIDDLEWARE.append("tenants.billing_views.PlanLimitMiddleware")
-TEMPLATES[0]["OPTIONS"]["context_processors"].append("tenants.billing_views.billing_context")
 
 # --- Notification providers (notifications/transports/) --------------------------------------
 # Each provider is off until its credentials are set. Base URLs are settings so tests (and a

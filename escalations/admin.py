@@ -25,6 +25,7 @@ from tenants.admin_site import (
     admin_actor,
     managed_organizations,
 )
+from tenants.billing import FEATURE_QUORUM, channel_refusal, feature_refusal
 from tenants.models import Membership, Organization
 
 from .models import CHANNEL_CHOICES, Escalation, OutboxEvent, Policy, PolicyLevel, Response
@@ -120,6 +121,11 @@ class PolicyLevelFormSet(forms.BaseInlineFormSet):
                 ]
                 if foreign:
                     form.add_error(field, "Targets must belong to the policy's organization.")
+            channels = form.cleaned_data.get("channels") or []
+            if organization_id and (
+                refusal := channel_refusal(self.instance.organization, channels)
+            ):
+                form.add_error("channels", refusal)
 
 
 class PolicyLevelInline(OrganizationScopedInline, admin.StackedInline):
@@ -169,6 +175,9 @@ class PolicyForm(forms.ModelForm):
         ]
         if foreign:
             self.add_error("agents", "Agents must belong to the policy's organization.")
+        quorum = (cleaned.get("required_approvals") or 1) > 1
+        if organization and quorum and (refusal := feature_refusal(organization, FEATURE_QUORUM)):
+            self.add_error("required_approvals", refusal)
         return cleaned
 
 

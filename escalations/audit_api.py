@@ -18,6 +18,7 @@ from rest_framework.response import Response as HttpResponse
 from audit.checkpoints import CheckpointError, checkpoint_issue
 from audit.models import Checkpoint
 from tenants.api import KeyedAPIView
+from tenants.billing import FEATURE_AUDIT_EXPORT, require_feature
 from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
 
@@ -171,6 +172,7 @@ class EvidenceBundleView(KeyedAPIView):
         membership = request.membership
         if membership is None or membership.role not in BUNDLE_ROLES:
             raise forbidden("Evidence bundles are for admins and owners, with a personal key.")
+        require_feature(request.organization, FEATURE_AUDIT_EXPORT)
         try:
             since, until = bundles.bundle_range(request.query_params.dict())
         except exports.ExportError as exc:

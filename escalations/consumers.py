@@ -32,7 +32,7 @@ from awaithuman.problems import (
 )
 from tenants.console import current_membership
 from tenants.ids import is_public_id
-from tenants.middleware import session_second_factor_pending
+from tenants.middleware.two_factor import session_second_factor_pending
 from tenants.models import Membership, Organization, Scope
 from tenants.ratelimit import rate_limit_hit
 from tenants.services import KeyRejected, api_key_authenticate

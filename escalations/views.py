@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from audit.models import AuditEvent, ChainHead
 from awaithuman.problems import refusal_status
+from tenants.billing import FEATURE_AUDIT_EXPORT, feature_refusal
 from tenants.console import role_required
 from tenants.lookups import get_for_organization_or_404
 from tenants.models import Membership
@@ -471,6 +472,9 @@ def evidence(request: HttpRequest) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
     values = {name: request.GET.get(name, "") for name in ("since", "until")}
     if request.GET.get("download"):
+        if refusal := feature_refusal(organization, FEATURE_AUDIT_EXPORT):
+            context = {**values, "errors": {"plan": [refusal]}}
+            return render(request, "escalations/evidence.html", context, status=402)
         try:
             since, until = bundles.bundle_range(values)
         except ExportError as exc:

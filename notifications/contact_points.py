@@ -21,6 +21,7 @@ from django.utils.crypto import salted_hmac
 
 from audit.services import SYSTEM_ACTOR, audit_record
 from escalations.models import Escalation
+from tenants.billing import channel_refusal
 from tenants.models import Membership
 
 from .models import ContactPoint, NotificationPreference
@@ -224,6 +225,8 @@ def contact_point_add(
         raise ContactPointError(
             "Web Push is added from the browser that should receive it: use “Notify this browser”."
         )
+    if refusal := channel_refusal(membership.organization, [channel]):
+        raise ContactPointError(refusal)
     return _contact_point_create(
         membership=membership,
         channel=channel,

@@ -7,15 +7,12 @@
   webhook for that Checkout Session has arrived, then the new plan.
 * ``/billing/stripe/webhook/`` — signed events from Stripe (``tenants.billing`` applies them).
 
-``PlanLimitMiddleware`` renders ``PlanLimitExceeded`` raised by a console view (creating an agent,
-inviting someone) as a 402 page with an upgrade button; the API renders it as problem+json.
+A plan limit reached by a console view is rendered by ``tenants.middleware.plan_limits``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -25,7 +22,7 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from awaithuman.problems import PROBLEM_CONTENT_TYPE, problem_body, problem_response
+from awaithuman.problems import problem_response
 
 from . import billing, stripe_gateway
 from .console import role_required
@@ -194,32 +191,3 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
             headers={"Retry-After": "60"},
         )
     return JsonResponse({"received": True, "duplicate": not processed})
-
-
-class PlanLimitMiddleware:
-    """Turns ``PlanLimitExceeded`` from a console view into a 402 page with an upgrade button
-    (problem+json when the client asked for JSON). DRF views handle it before this sees it."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, billing.PlanLimitExceeded):
-            return None
-        if "html" not in request.headers.get("Accept", "text/html"):
-            body = problem_body(
-                status_code=402,
-                type_slug=exception.type_slug,
-                detail=str(exception.detail),
-                extra=exception.extra,
-            )
-            return HttpResponse(json.dumps(body), status=402, content_type=PROBLEM_CONTENT_TYPE)
-        return render(
-            request,
-            "tenants/billing_limit.html",
-            {"problem": exception, "is_owner": _is_owner(request)},
-            status=402,
-        )

@@ -1,8 +1,9 @@
 """The console's tenant resolution: which organization a signed-in person is working in.
 
-``CurrentOrganizationMiddleware`` sets ``request.organization`` and ``request.membership`` for
-signed-in people from the session (``organization`` = the organization's public id), falling back
-to their first membership; ``organization_switch`` changes it. Console views start every query
+``current_membership`` reads it from the session (``organization`` = the organization's public
+id), falling back to the person's first membership; ``CurrentOrganizationMiddleware``
+(``tenants.middleware.organization``) sets ``request.organization`` and ``request.membership``
+from it on every request; ``organization_switch`` changes it. Console views start every query
 from ``request.organization`` (another organization's object is then simply not found) and guard
 roles with ``role_required``.
 """
@@ -32,17 +33,6 @@ def current_membership(request: HttpRequest) -> Membership | None:
     if wanted:
         membership = memberships.filter(organization__public_id=wanted).first()
     return membership or memberships.order_by("created_at", "id").first()
-
-
-class CurrentOrganizationMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        membership = current_membership(request)
-        request.membership = membership  # type: ignore[attr-defined]
-        request.organization = membership.organization if membership else None  # type: ignore[attr-defined]
-        return self.get_response(request)
 
 
 def organization_switch(request: HttpRequest, public_id: str) -> Membership | None:

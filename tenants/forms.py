@@ -9,13 +9,9 @@ from django import forms
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 
+from .memberships import InvitationRefused, invitation_accept, invitation_for_token
 from .models import AGENT_SCOPES, ApiKey, Invitation, Membership, Organization
-from .services import (
-    InvitationRefused,
-    invitation_accept,
-    invitation_for_token,
-    organization_create,
-)
+from .services import organization_create
 
 INVITATION_SESSION_KEY = "invitation_token"
 

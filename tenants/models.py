@@ -295,7 +295,7 @@ class Invitation(models.Model):
         return self.email.casefold() == (email or "").casefold()
 
 
-# --- Billing (see tenants/billing.py) -------------------------------------------------------------
+# --- Billing (see tenants/billing/) --------------------------------------------------------------
 
 
 class BillingAccount(models.Model):

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import two_factor, views
 
 urlpatterns = [
-    path("account/2fa/", views.two_factor, name="two_factor"),
-    path("account/2fa/setup/", views.two_factor_setup, name="two_factor_setup"),
-    path("account/2fa/verify/", views.two_factor_verify, name="two_factor_verify"),
+    path("account/2fa/", two_factor.two_factor, name="two_factor"),
+    path("account/2fa/setup/", two_factor.two_factor_setup, name="two_factor_setup"),
+    path("account/2fa/verify/", two_factor.two_factor_verify, name="two_factor_verify"),
     path(
         "account/2fa/recovery-codes/",
-        views.two_factor_recovery_codes,
+        two_factor.two_factor_recovery_codes,
         name="two_factor_recovery_codes",
     ),
-    path("account/2fa/disable/", views.two_factor_disable, name="two_factor_disable"),
+    path("account/2fa/disable/", two_factor.two_factor_disable, name="two_factor_disable"),
     path("invitations/<str:token>/", views.invitation, name="invitation"),
     path("org/switch/", views.switch, name="organization_switch"),
     path("org/agents/", views.agents, name="agents"),

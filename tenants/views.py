@@ -1,26 +1,21 @@
 """Console pages for the organization: agents and keys, personal keys, members and invitations,
-settings, the audit log; the invitation link; two-factor setup and verification.
+settings, the audit log; the invitation link. Two-factor pages are ``tenants.two_factor``.
 
 Every query starts from ``request.organization`` (set by ``CurrentOrganizationMiddleware``), so
 another organization's agent, key, member or invitation is a 404. Roles: every member reads;
 owners and admins manage members, agents, keys and settings; only owners delete the
-organization. Writes go through ``tenants.services``.
+organization. Writes go through ``tenants.services`` and ``tenants.memberships``.
 """
 
 from __future__ import annotations
 
-import base64
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-import django_otp
-import qrcode
-import qrcode.image.svg
 from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
@@ -31,20 +26,17 @@ from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEvent
 from audit.services import audit_verify_chain
 
-from . import services
+from . import memberships, services
 from .console import organization_switch, role_required
 from .forms import (
     INVITATION_SESSION_KEY,
     AgentApiKeyForm,
     AgentForm,
     ApiKeyForm,
-    CodeForm,
     InvitationForm,
     KeyRollForm,
     OrganizationDeleteForm,
@@ -79,7 +71,8 @@ def _actor(request: HttpRequest) -> dict[str, Any]:
     return request.membership.as_actor()  # type: ignore[attr-defined]
 
 
-def _safe_next(request: HttpRequest, default: str = "/") -> str:
+def safe_next(request: HttpRequest, default: str = "/") -> str:
+    """The ``next`` address of the request if it stays on this site, else ``default``."""
     target = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
@@ -99,7 +92,7 @@ def switch(request: HttpRequest) -> HttpResponse:
     if membership is None:
         raise Http404
     messages.success(request, f"You are now working in {membership.organization.name}.")
-    return HttpResponseRedirect(_safe_next(request))
+    return HttpResponseRedirect(safe_next(request))
 
 
 # --- Agents and their keys ------------------------------------------------------------------------
@@ -308,13 +301,13 @@ def members(request: HttpRequest) -> HttpResponse:
         form = InvitationForm(request.POST)
         if form.is_valid():
             try:
-                issued = services.invitation_create(
+                issued = memberships.invitation_create(
                     organization=organization,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
                     invited_by=membership,
                 )
-            except services.MembershipError as exc:
+            except memberships.MembershipError as exc:
                 form.add_error(None, str(exc))
             else:
                 invite_link = request.build_absolute_uri(reverse("invitation", args=[issued.token]))
@@ -352,12 +345,12 @@ def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.error(request, "Choose one of the roles.")
         return redirect("members")
     try:
-        services.membership_change_role(
+        memberships.membership_change_role(
             membership=member,
             role=form.cleaned_data["role"],
             actor=request.membership,  # type: ignore[attr-defined]
         )
-    except services.MembershipError as exc:
+    except memberships.MembershipError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{member.user.email} is now {member.get_role_display()}.")
@@ -369,8 +362,8 @@ def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
 def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
     member = _member_or_404(request, public_id)
     try:
-        services.membership_remove(membership=member, actor=request.membership)  # type: ignore[attr-defined]
-    except services.MembershipError as exc:
+        memberships.membership_remove(membership=member, actor=request.membership)  # type: ignore[attr-defined]
+    except memberships.MembershipError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{member.user.email} no longer has access.")
@@ -384,7 +377,7 @@ def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
 def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     organization = request.organization  # type: ignore[attr-defined]
     invitation = get_by_public_id_or_404(organization.invitations.all(), "inv", public_id)
-    services.invitation_revoke(invitation=invitation, actor=_actor(request))
+    memberships.invitation_revoke(invitation=invitation, actor=_actor(request))
     messages.success(request, f"Invitation to {invitation.email} withdrawn.")
     return redirect("members")
 
@@ -394,15 +387,15 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     """The link in the invitation e-mail. Signed out: remember the token and offer sign-up or
     sign-in (both come back here or join directly). Signed in: join with one click, unless the
     invitation is for another address."""
-    found = services.invitation_for_token(token)
+    found = memberships.invitation_for_token(token)
     refusal = None
     if found is None:
-        refusal = services.InvitationRefused("invalid", "This invitation link is not valid.")
+        refusal = memberships.InvitationRefused("invalid", "This invitation link is not valid.")
     else:
         email = request.user.email if request.user.is_authenticated else None
         try:
-            services.invitation_check(found, email=email)
-        except services.InvitationRefused as exc:
+            memberships.invitation_check(found, email=email)
+        except memberships.InvitationRefused as exc:
             refusal = exc
     if refusal is not None:
         request.session.pop(INVITATION_SESSION_KEY, None)
@@ -427,8 +420,8 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
         )
     if request.method == "POST":
         try:
-            membership = services.invitation_accept(token=token, user=request.user)
-        except services.InvitationRefused as exc:
+            membership = memberships.invitation_accept(token=token, user=request.user)
+        except memberships.InvitationRefused as exc:
             return render(
                 request,
                 "tenants/invitation.html",
@@ -543,176 +536,3 @@ def audit_log(request: HttpRequest) -> HttpResponse:
             "chain": audit_verify_chain(organization_id=organization.pk),
         },
     )
-
-
-# --- Two-factor -----------------------------------------------------------------------------------
-
-
-def _totp_qr_svg(device: TOTPDevice) -> str:
-    """The otpauth:// URI as an inline SVG, rendered here (the secret never leaves the page)."""
-    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    return image.to_string(encoding="unicode")
-
-
-def _manual_key(device: TOTPDevice) -> str:
-    secret = base64.b32encode(device.bin_key).decode("ascii").rstrip("=")
-    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
-
-
-def _confirmed_totp(user: Any) -> TOTPDevice | None:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).first()
-
-
-def _login_required(request: HttpRequest) -> HttpResponse | None:
-    if request.user.is_authenticated:
-        return None
-    return redirect_to_login(request.get_full_path())
-
-
-@require_GET
-def two_factor(request: HttpRequest) -> HttpResponse:
-    """Status: on (with recovery codes left) or off (a link to set it up)."""
-    if (response := _login_required(request)) is not None:
-        return response
-    device = _confirmed_totp(request.user)
-    remaining = StaticToken.objects.filter(device__user=request.user).count()
-    return render(
-        request, "tenants/two_factor.html", {"device": device, "recovery_remaining": remaining}
-    )
-
-
-@require_http_methods(["GET", "POST"])
-def two_factor_setup(request: HttpRequest) -> HttpResponse:
-    if (response := _login_required(request)) is not None:
-        return response
-    if _confirmed_totp(request.user) is not None:
-        return redirect("two_factor")
-    device = TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
-    if device is None:
-        device = TOTPDevice.objects.create(
-            user=request.user, name="Authenticator app", confirmed=False
-        )
-    form = CodeForm()
-    if request.method == "POST":
-        form = CodeForm(request.POST)
-        if form.is_valid():
-            refusal = _check_code(device, form.cleaned_data["code"])
-            if refusal is None:
-                codes = services.two_factor_enable(user=request.user, device=device)
-                django_otp.login(request, device)
-                messages.success(request, "Two-factor authentication is on.")
-                return render(
-                    request,
-                    "tenants/recovery_codes.html",
-                    {"codes": codes, "next": _safe_next(request)},
-                )
-            form.add_error("code", refusal)
-    return render(
-        request,
-        "tenants/two_factor_setup.html",
-        {
-            "form": form,
-            "qr_svg": _totp_qr_svg(device),
-            "manual_key": _manual_key(device),
-            "next": _safe_next(request, ""),
-        },
-    )
-
-
-def _check_code(device: Any, code: str) -> str | None:
-    """None if ``device`` accepts ``code``, else why not. A device locked by earlier failures
-    (django-otp's throttling: 2^(n-1) seconds after the n-th) is not even asked."""
-    allowed, details = device.verify_is_allowed()
-    if not allowed:
-        locked_until = (details or {}).get("locked_until")
-        wait = (
-            max(1, int((locked_until - timezone.now()).total_seconds()) + 1) if locked_until else 1
-        )
-        return f"Too many wrong codes. Wait {wait} seconds before trying again."
-    if device.verify_token(code):
-        return None
-    return "That code is not right. Check your authenticator app's clock and try again."
-
-
-def _verify_code(user: Any, code: str) -> tuple[Any, str]:
-    """The device that accepts ``code`` (a 6-digit TOTP code, or a recovery code), or None and
-    why not."""
-    if code.isdigit():
-        devices = list(TOTPDevice.objects.filter(user=user, confirmed=True))
-    else:
-        devices = list(StaticDevice.objects.filter(user=user, confirmed=True))
-    refusal = "That is not a code from your authenticator app or a recovery code."
-    for device in devices:
-        refusal = _check_code(device, code) or ""
-        if not refusal:
-            return device, ""
-    return None, refusal
-
-
-def _second_factor_failed(request: HttpRequest) -> None:
-    services.sign_in_failure_record(
-        user=request.user,
-        stage=services.SignInStage.SECOND_FACTOR,
-        ip=get_adapter(request).get_client_ip(request),
-    )
-
-
-@require_http_methods(["GET", "POST"])
-def two_factor_verify(request: HttpRequest) -> HttpResponse:
-    """The step after the password: a code from the authenticator app, or a recovery code."""
-    if (response := _login_required(request)) is not None:
-        return response
-    next_url = _safe_next(request)
-    if request.user.is_verified():  # type: ignore[attr-defined]
-        return HttpResponseRedirect(next_url)
-    if (
-        _confirmed_totp(request.user) is None
-        and not StaticDevice.objects.filter(user=request.user).exists()
-    ):
-        return redirect("two_factor_setup")
-    form = CodeForm()
-    if request.method == "POST":
-        form = CodeForm(request.POST)
-        if form.is_valid():
-            device, refusal = _verify_code(request.user, form.cleaned_data["code"])
-            if device is not None:
-                django_otp.login(request, device)
-                if isinstance(device, StaticDevice):
-                    left = StaticToken.objects.filter(device=device).count()
-                    messages.warning(
-                        request,
-                        f"You used a recovery code; {left} left. "
-                        "Generate new ones on the two-factor page if you are running low.",
-                    )
-                return HttpResponseRedirect(next_url)
-            _second_factor_failed(request)
-            form.add_error("code", refusal)
-    return render(request, "tenants/two_factor_verify.html", {"form": form, "next": next_url})
-
-
-@require_POST
-def two_factor_recovery_codes(request: HttpRequest) -> HttpResponse:
-    if (response := _login_required(request)) is not None:
-        return response
-    if _confirmed_totp(request.user) is None:
-        return redirect("two_factor_setup")
-    codes = services.two_factor_recovery_codes_regenerate(user=request.user)
-    return render(request, "tenants/recovery_codes.html", {"codes": codes, "next": "/"})
-
-
-@require_POST
-def two_factor_disable(request: HttpRequest) -> HttpResponse:
-    """Turn two-factor off; needs a current code, like any change that weakens the account."""
-    if (response := _login_required(request)) is not None:
-        return response
-    form = CodeForm(request.POST)
-    device, refusal = (None, "Enter a code.")
-    if form.is_valid():
-        device, refusal = _verify_code(request.user, form.cleaned_data["code"])
-    if device is None:
-        _second_factor_failed(request)
-        messages.error(request, refusal)
-        return redirect("two_factor")
-    services.two_factor_disable(user=request.user)
-    messages.success(request, "Two-factor authentication is off.")
-    return redirect("two_factor")

@@ -12,8 +12,9 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import SYSTEM_ACTOR
 from tenants import billing
+from tenants.memberships import invitation_create
 from tenants.models import BillingAccount, Organization, UsagePeriod
-from tenants.services import agent_create, invitation_create
+from tenants.services import agent_create
 from tests.conftest import APPROVAL, create_escalation
 from tests.console.helpers import signed_in
 

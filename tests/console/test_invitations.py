@@ -14,13 +14,9 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from tenants.memberships import InvitationRefused, invitation_accept, invitation_create
 from tenants.models import Invitation, Membership, Organization
-from tenants.services import (
-    InvitationRefused,
-    invitation_accept,
-    invitation_create,
-    user_get_or_create,
-)
+from tenants.services import user_get_or_create
 
 from .helpers import signed_in
 

@@ -23,8 +23,9 @@ from audit.services import SYSTEM_ACTOR
 from escalations.models import Escalation
 from notifications import links
 from notifications.models import ContactPoint, Delivery
+from tenants.memberships import invitation_create
 from tenants.models import Membership
-from tenants.services import api_key_create, invitation_create, membership_add, user_get_or_create
+from tenants.services import api_key_create, membership_add, user_get_or_create
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in, verified
 from webhooks.models import CallbackEndpoint, WebhookEndpoint, WebhookMessage

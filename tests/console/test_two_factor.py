@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib import admin
@@ -15,7 +16,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEvent
-from tenants.middleware import session_second_factor_pending
+from tenants.middleware.two_factor import session_second_factor_pending
 from tenants.services import two_factor_enable
 
 from .helpers import code_for, signed_in, verified
@@ -217,3 +218,25 @@ def test_the_same_rule_is_available_to_the_websocket_consumer(acme):
     organization.require_2fa = True
     assert session_second_factor_pending(vera, session, organization) == "setup"
     assert session_second_factor_pending(vera, {}, organization) == "setup"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/account/2fa/"),
+        ("get", "/account/2fa/setup/"),
+        ("get", "/account/2fa/verify/?next=/org/agents/"),
+        ("post", "/account/2fa/recovery-codes/"),
+        ("post", "/account/2fa/disable/"),
+    ],
+)
+def test_signed_out_two_factor_pages_send_to_sign_in_and_come_back(method, path):
+    response = getattr(Client(), method)(path)
+    assert response.status_code == 302
+    target = urlsplit(response["Location"])
+    assert (target.path, parse_qs(target.query)) == ("/account/login/", {"next": [path]})
+
+
+def test_a_wrong_method_is_refused_before_asking_to_sign_in():
+    assert Client().get("/account/2fa/disable/").status_code == 405
+    assert Client().put("/account/2fa/").status_code == 405

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django_otp import DEVICE_ID_SESSION_KEY, user_has_device
 from django_otp.models import Device
 
-from .models import Organization
+from tenants.models import Organization
 
 # Paths anyone signed in may reach before the second factor (the way through, and sign-out).
 _ALWAYS_OPEN = (
