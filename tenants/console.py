@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 from .models import Membership
+from .requests import ConsoleRequest
 
 SESSION_KEY = "organization"
 
@@ -38,10 +39,10 @@ class CurrentOrganizationMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: ConsoleRequest) -> HttpResponse:
         membership = current_membership(request)
-        request.membership = membership  # type: ignore[attr-defined]
-        request.organization = membership.organization if membership else None  # type: ignore[attr-defined]
+        request.membership = membership
+        request.organization = membership.organization if membership else None
         return self.get_response(request)
 
 
