@@ -86,7 +86,7 @@ class TwoFactorMiddleware:
         return redirect if redirect is not None else self.get_response(request)
 
     def _redirect(self, request: HttpRequest) -> HttpResponse | None:
-        user = request.user
+        user: Any = request.user  # as OTPMiddleware wraps it, with is_verified()
         path = request.path
         if not user.is_authenticated or path.startswith(_ALWAYS_OPEN):
             return None

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import ProtectedError, Q
@@ -61,7 +61,7 @@ def _unique_slug(name: str) -> str:
 
 @transaction.atomic
 def organization_create(
-    *, name: str, owner: AbstractBaseUser, slug: str | None = None, actor: dict | None = None
+    *, name: str, owner: User, slug: str | None = None, actor: dict | None = None
 ) -> Organization:
     organization = Organization.objects.create(name=name, slug=slug or _unique_slug(name))
     membership = Membership.objects.create(
@@ -84,7 +84,7 @@ def organization_create(
     return organization
 
 
-def user_get_or_create(*, email: str, password: str | None = None) -> AbstractBaseUser:
+def user_get_or_create(*, email: str, password: str | None = None) -> User:
     """The user with this e-mail (case-insensitive), created if new; a given password is set."""
     user_model = get_user_model()
     user = user_model.objects.filter(email__iexact=email).first()
@@ -97,9 +97,7 @@ def user_get_or_create(*, email: str, password: str | None = None) -> AbstractBa
 
 
 @transaction.atomic
-def membership_add(
-    *, organization: Organization, user: AbstractBaseUser, role: str, actor: dict
-) -> Membership:
+def membership_add(*, organization: Organization, user: User, role: str, actor: dict) -> Membership:
     membership = Membership.objects.create(organization=organization, user=user, role=role)
     audit_record(
         organization_id=organization.pk,
@@ -521,7 +519,7 @@ def invitation_check(invitation: Invitation, *, email: str | None = None) -> Non
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
+def invitation_accept(*, token: str, user: User) -> Membership:
     """Join the invitation's organization as ``user``. Refused (``InvitationRefused``) when the
     token is unknown, expired, revoked or already used, or when ``user`` signed in with another
     e-mail address than the one invited. The row is locked, so a link used twice at the same
@@ -647,7 +645,7 @@ class SignInStage:
 
 
 @transaction.atomic
-def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str) -> None:
+def sign_in_failure_record(*, user: User | None, stage: str, ip: str) -> None:
     """A refused sign-in step, in the trail of every organization the person belongs to: which
     step, from which IP, and never what was typed. An address that matches nobody has no trail
     to write to; the log line is all it gets."""
@@ -673,7 +671,7 @@ def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str
 RECOVERY_CODE_COUNT = 10
 
 
-def _audit_for_each_membership(user: AbstractBaseUser, action: str, data: dict) -> None:
+def _audit_for_each_membership(user: User, action: str, data: dict) -> None:
     """Second factors belong to the person, not to one organization: every organization they
     work in records the change in its own trail."""
     for membership in Membership.objects.select_related("user").filter(user=user):
@@ -686,7 +684,7 @@ def _audit_for_each_membership(user: AbstractBaseUser, action: str, data: dict) 
         )
 
 
-def _new_recovery_codes(user: AbstractBaseUser) -> list[str]:
+def _new_recovery_codes(user: User) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
     codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
@@ -695,7 +693,7 @@ def _new_recovery_codes(user: AbstractBaseUser) -> list[str]:
 
 
 @transaction.atomic
-def two_factor_enable(*, user: AbstractBaseUser, device: TOTPDevice) -> list[str]:
+def two_factor_enable(*, user: User, device: TOTPDevice) -> list[str]:
     """Confirm a TOTP device whose code was just checked, and issue fresh recovery codes
     (returned once; django-otp keeps them as static tokens)."""
     TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
@@ -707,14 +705,14 @@ def two_factor_enable(*, user: AbstractBaseUser, device: TOTPDevice) -> list[str
 
 
 @transaction.atomic
-def two_factor_recovery_codes_regenerate(*, user: AbstractBaseUser) -> list[str]:
+def two_factor_recovery_codes_regenerate(*, user: User) -> list[str]:
     codes = _new_recovery_codes(user)
     _audit_for_each_membership(user, "member.recovery_codes_regenerated", {})
     return codes
 
 
 @transaction.atomic
-def two_factor_disable(*, user: AbstractBaseUser) -> None:
+def two_factor_disable(*, user: User) -> None:
     TOTPDevice.objects.filter(user=user).delete()
     StaticDevice.objects.filter(user=user).delete()
     _audit_for_each_membership(user, "member.two_factor_disabled", {})

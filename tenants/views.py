@@ -664,7 +664,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
     if (response := _login_required(request)) is not None:
         return response
     next_url = _safe_next(request)
-    if request.user.is_verified():  # type: ignore[attr-defined]
+    if request.user.is_verified():  # type: ignore[union-attr]
         return HttpResponseRedirect(next_url)
     if (
         _confirmed_totp(request.user) is None
