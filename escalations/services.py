@@ -34,11 +34,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_SECONDS = 24 * 3600
-DEFAULT_ON_TIMEOUT = {
+DEFAULT_ON_TIMEOUT: dict[str, str] = {
     Escalation.Kind.APPROVAL: Escalation.OnTimeout.REJECT,
     Escalation.Kind.QUESTION: Escalation.OnTimeout.EXPIRE,
 }
-_TIMEOUT_STATUS = {
+_TIMEOUT_STATUS: dict[str, str] = {
     Escalation.OnTimeout.APPROVE: Escalation.Status.APPROVED,
     Escalation.OnTimeout.REJECT: Escalation.Status.REJECTED,
     Escalation.OnTimeout.EXPIRE: Escalation.Status.EXPIRED,
@@ -394,7 +394,7 @@ def escalation_release(*, escalation: Escalation, membership: Membership) -> Esc
     return escalation
 
 
-_OUTCOMES_BY_KIND = {
+_OUTCOMES_BY_KIND: dict[str, set[str]] = {
     Escalation.Kind.APPROVAL: {Response.Outcome.APPROVE, Response.Outcome.REJECT},
     Escalation.Kind.QUESTION: {Response.Outcome.ANSWER, Response.Outcome.REJECT},
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -373,7 +373,7 @@ def escalation_redact_view(request: OrganizationRequest, public_id: str) -> Http
     return _back(escalation)
 
 
-OUTCOME_MESSAGES = {
+OUTCOME_MESSAGES: dict[str, str] = {
     Response.Outcome.APPROVE: "You approved “{title}”.",
     Response.Outcome.REJECT: "You rejected “{title}”.",
     Response.Outcome.ANSWER: "You answered “{title}”.",
@@ -470,7 +470,7 @@ def _int_or_zero(value: str) -> int:
 
 
 @role_required("admin", "owner")
-def evidence(request: OrganizationRequest) -> HttpResponse:
+def evidence(request: OrganizationRequest) -> HttpResponse | StreamingHttpResponse:
     """The evidence bundle download (``escalations.bundles``): a date range, then the ZIP."""
     organization = request.organization
     values = {name: request.GET.get(name, "") for name in ("since", "until")}
