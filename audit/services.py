@@ -297,6 +297,7 @@ def audit_verify_chain(*, organization_id: int) -> VerifyResult:
 
     expected_seq, prev_hash = 1, GENESIS_HASH
     for event in events.filter(seq__lte=head_seq).order_by("seq").iterator(chunk_size=2000):
+        assert event.seq is not None  # seq__lte leaves the unsealed events (seq NULL) out
         checked = expected_seq - 1
         if event.seq > expected_seq:
             return _broken(checked, expected_seq, f"missing (the next event is seq {event.seq})")
@@ -332,5 +333,6 @@ def audit_verify_chain(*, organization_id: int) -> VerifyResult:
                 .order_by("seq")
                 .values_list("seq", flat=True)
             )[0]
+            assert stray_seq is not None  # seq__gt leaves the unsealed events out
             return _broken(checked, stray_seq, "not recorded in the chain head")
     return VerifyResult(ok=True, events_checked=checked)

@@ -14,9 +14,11 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
+from types import ModuleType
 
 from django.http import HttpRequest, HttpResponse
 
+otel_trace: ModuleType | None
 try:  # OpenTelemetry is optional (the [otel] extra); without it log lines carry no trace id.
     from opentelemetry import trace as otel_trace
 except ImportError:  # pragma: no cover - depends on the installed extras

@@ -120,7 +120,7 @@ ROOT_URLCONF = "awaithuman.urls"
 ASGI_APPLICATION = "awaithuman.asgi.application"
 WSGI_APPLICATION = None
 
-TEMPLATES = [
+TEMPLATES: list[dict[str, Any]] = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [PACKAGE_DIR / "templates"],
@@ -251,7 +251,7 @@ CELERY_TASK_ROUTES = {
 CELERY_TIMEZONE = "UTC"
 # How often chains that grew get a signed checkpoint.
 AUDIT_CHECKPOINT_SECONDS = envint("AUDIT_CHECKPOINT_SECONDS", 60, minimum=1)
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "escalation-timers": {
         "task": "escalations.tasks.timers_tick",
         "schedule": 1.0,

@@ -25,14 +25,16 @@ try:  # the [otel] extra
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
 except ImportError:  # pragma: no cover - depends on the installed extras
-    trace = None
+    INSTALLED = False
+else:
+    INSTALLED = True
 
 TRACE_KEY = "trace"
 _configured = False
 
 
 def enabled() -> bool:
-    return trace is not None and bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    return INSTALLED and bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
 def telemetry_setup(exporter: Any = None) -> bool:

@@ -166,7 +166,8 @@ class PolicyForm(forms.ModelForm):
         return condition
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         organization = cleaned.get("organization")
         foreign = [
             agent

@@ -7,13 +7,13 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
-from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
 from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
+from tenants.requests import ApiRequest
 
 from . import idempotency, policies, services
 from .errors import forbidden, invalid_fields
@@ -34,23 +34,23 @@ PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/pr
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
 
 
-def _agent_only(request: Request) -> None:
+def _agent_only(request: ApiRequest) -> None:
     if request.agent is None:
         raise forbidden("Only an agent's API key can do this; personal keys answer, not ask.")
 
 
-def _member_only(request: Request) -> None:
+def _member_only(request: ApiRequest) -> None:
     if request.membership is None:
         raise forbidden("Agent keys can never claim or answer; use a member's personal API key.")
 
 
-def _escalations(request: Request) -> Any:
+def _escalations(request: ApiRequest) -> Any:
     return request.organization.escalations.select_related(
         "agent", "assignee__user"
     ).prefetch_related("responses__membership__user")
 
 
-def _get(request: Request, public_id: str) -> Escalation:
+def _get(request: ApiRequest, public_id: str) -> Escalation:
     escalation = get_for_organization_or_404(
         _escalations(request), request.organization, public_id, prefix="esc"
     )
@@ -82,7 +82,7 @@ class EscalationListCreateView(KeyedAPIView):
         ],
         responses={200: EscalationPageSerializer, **PROBLEMS},
     )
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: ApiRequest) -> HttpResponse:
         unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
         if unknown:
             raise invalid_fields({name: ["Unknown query parameter."] for name in unknown})
@@ -114,7 +114,7 @@ class EscalationListCreateView(KeyedAPIView):
         ],
         responses={201: EscalationSerializer, 200: EscalationSerializer, **PROBLEMS},
     )
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: ApiRequest) -> HttpResponse:
         _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -149,7 +149,7 @@ class EscalationDetailView(KeyedAPIView):
         operation_id="escalations_retrieve",
         responses={200: EscalationSerializer, **PROBLEMS},
     )
-    def get(self, request: Request, public_id: str) -> HttpResponse:
+    def get(self, request: ApiRequest, public_id: str) -> HttpResponse:
         return HttpResponse(escalation_data(_get(request, public_id)))
 
 
@@ -161,7 +161,7 @@ class EscalationCancelView(KeyedAPIView):
         request=None,
         responses={200: EscalationSerializer, **PROBLEMS},
     )
-    def post(self, request: Request, public_id: str) -> HttpResponse:
+    def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
         _agent_only(request)
         escalation = services.escalation_cancel(
             escalation=_get(request, public_id), api_key=request.api_key
@@ -177,7 +177,7 @@ class EscalationClaimView(KeyedAPIView):
         request=None,
         responses={200: EscalationSerializer, **PROBLEMS},
     )
-    def post(self, request: Request, public_id: str) -> HttpResponse:
+    def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
         _member_only(request)
         escalation = services.escalation_claim(
             escalation=_get(request, public_id), membership=request.membership
@@ -189,7 +189,7 @@ class EscalationClaimView(KeyedAPIView):
         request=None,
         responses={200: EscalationSerializer, **PROBLEMS},
     )
-    def delete(self, request: Request, public_id: str) -> HttpResponse:
+    def delete(self, request: ApiRequest, public_id: str) -> HttpResponse:
         _member_only(request)
         escalation = services.escalation_release(
             escalation=_get(request, public_id), membership=request.membership
@@ -205,7 +205,7 @@ class ResponseCreateView(KeyedAPIView):
         request=ResponseCreateSerializer,
         responses={201: EscalationSerializer, **PROBLEMS},
     )
-    def post(self, request: Request, public_id: str) -> HttpResponse:
+    def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
         _member_only(request)
         escalation = _get(request, public_id)
         serializer = ResponseCreateSerializer(data=request.data)
@@ -233,7 +233,7 @@ class PolicyEvaluateView(KeyedAPIView):
         request=EscalationCreateSerializer,
         responses={200: PolicyEvaluationSerializer, **PROBLEMS},
     )
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: ApiRequest) -> HttpResponse:
         _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -251,7 +251,7 @@ class PolicyListView(KeyedAPIView):
         operation_id="policies_list",
         responses={200: PolicyListSerializer, **PROBLEMS},
     )
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: ApiRequest) -> HttpResponse:
         policies = (
             Policy.objects.filter(organization=request.organization)
             .prefetch_related("levels__members", "levels__teams", "agents")

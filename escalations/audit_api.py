@@ -12,7 +12,6 @@ from typing import Any
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 
 from audit.checkpoints import CheckpointError, checkpoint_issue
@@ -21,6 +20,7 @@ from tenants.api import KeyedAPIView
 from tenants.billing import FEATURE_AUDIT_EXPORT, require_feature
 from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
+from tenants.requests import ApiRequest
 
 from . import bundles, exports
 from .errors import conflict, forbidden, invalid_fields
@@ -43,7 +43,7 @@ class CheckpointListSerializer(serializers.Serializer):
     results = CheckpointSerializer(many=True)
 
 
-def _checkpoints(request: Request) -> Any:
+def _checkpoints(request: ApiRequest) -> Any:
     return Checkpoint.objects.filter(organization_id=request.organization.pk).order_by("-seq")
 
 
@@ -55,7 +55,7 @@ class CheckpointListView(KeyedAPIView):
         responses={200: CheckpointListSerializer, **PROBLEMS},
         description=f"The organization's latest {LIST_LIMIT} checkpoints, newest first.",
     )
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: ApiRequest) -> HttpResponse:
         rows = _checkpoints(request)[:LIST_LIMIT]
         return HttpResponse({"results": CheckpointSerializer(rows, many=True).data})
 
@@ -65,7 +65,7 @@ class CheckpointListView(KeyedAPIView):
         responses={201: CheckpointSerializer, 200: CheckpointSerializer, **PROBLEMS},
         description="Sign the chain head now (200 with the existing one if it has not moved).",
     )
-    def post(self, request: Request) -> HttpResponse:
+    def post(self, request: ApiRequest) -> HttpResponse:
         try:
             checkpoint, created = checkpoint_issue(organization_id=request.organization.pk)
         except CheckpointError as exc:
@@ -84,7 +84,7 @@ class CheckpointDetailView(KeyedAPIView):
         responses={200: CheckpointSerializer, **PROBLEMS},
         description="One checkpoint by id, or `latest`.",
     )
-    def get(self, request: Request, public_id: str) -> HttpResponse:
+    def get(self, request: ApiRequest, public_id: str) -> HttpResponse:
         if public_id == "latest":
             checkpoint = _checkpoints(request).first()
             if checkpoint is None:
@@ -125,7 +125,7 @@ class ExportView(KeyedAPIView):
         },
         description="`chat`, `preference` or `decisions` as JSON Lines (see docs/exports.md).",
     )
-    def get(self, request: Request, export_format: str) -> StreamingHttpResponse:
+    def get(self, request: ApiRequest, export_format: str) -> StreamingHttpResponse:
         if export_format not in exports.FORMATS:
             raise Http404
         try:
@@ -168,7 +168,7 @@ class EvidenceBundleView(KeyedAPIView):
         description="Escalations created in [since, until) with their audit chain segment, "
         "checkpoints and keys, as one ZIP; check it with `awaithuman-verify`.",
     )
-    def get(self, request: Request) -> StreamingHttpResponse:
+    def get(self, request: ApiRequest) -> StreamingHttpResponse:
         membership = request.membership
         if membership is None or membership.role not in BUNDLE_ROLES:
             raise forbidden("Evidence bundles are for admins and owners, with a personal key.")

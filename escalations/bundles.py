@@ -94,6 +94,9 @@ class _Sink:
     def flush(self) -> None:
         """``zipfile`` flushes; nothing is buffered here beyond ``chunks``."""
 
+    def close(self) -> None:
+        """Part of the file protocol; ``zipfile`` never closes a file object it was given."""
+
     def drain(self) -> bytes:
         data = b"".join(self.chunks)
         self.chunks.clear()
@@ -189,7 +192,7 @@ def bundle_range(values: dict[str, str]) -> tuple[datetime, datetime]:
     """``since`` and ``until`` (ISO dates or date-times, both required, ``since`` first) from
     query parameters or options; ``ExportError`` naming each bad field."""
     errors: dict[str, list[str]] = {}
-    bounds = {}
+    bounds: dict[str, datetime] = {}
     for name in ("since", "until"):
         raw = values.get(name) or ""
         moment = parse_moment(raw) if raw else None
@@ -199,7 +202,8 @@ def bundle_range(values: dict[str, str]) -> tuple[datetime, datetime]:
                 if not raw
                 else "Must be an ISO 8601 date or date-time."
             ]
-        bounds[name] = moment
+        else:
+            bounds[name] = moment
     if not errors and bounds["since"] >= bounds["until"]:
         errors["until"] = ["Must be after since."]
     if errors:

@@ -72,7 +72,12 @@ def _field(schema: Any, *, name: str, label: str, required: bool) -> SchemaField
         return SchemaField(name=name, label=label, kind="json", required=required)
     label = str(schema.get("title") or label)
     description = str(schema.get("description") or "")
-    common = {"name": name, "label": label, "required": required, "description": description}
+    common: dict[str, Any] = {
+        "name": name,
+        "label": label,
+        "required": required,
+        "description": description,
+    }
     values = schema.get("enum")
     if values is None and "const" in schema:
         values = [schema["const"]]
@@ -208,7 +213,7 @@ class ResponseForm:
         if node.kind == "json":
             try:
                 return json.loads(raw)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 node.errors.append(f"Enter valid JSON ({exc.msg} at line {exc.lineno}).")
                 return _MISSING
         return raw

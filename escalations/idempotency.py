@@ -143,6 +143,7 @@ def idempotency_begin(
                 ),
                 headers={"Retry-After": "1"},
             )
+        assert existing.response_body is not None  # saved together with response_status
         return Replay(status=existing.response_status, body=json.loads(existing.response_body))
     raise ApiProblem(
         status_code=409,

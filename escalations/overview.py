@@ -6,12 +6,13 @@ tenants app keeps depending only downward.
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from tenants.console import role_required
 from tenants.models import Membership
+from tenants.requests import OrganizationRequest
 
 from .outbox import outbox_parked
 from .selectors import organization_overview
@@ -19,10 +20,10 @@ from .selectors import organization_overview
 
 @role_required()
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def overview(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     figures = organization_overview(organization=organization)
-    managing = request.membership.role in Membership.MANAGING_ROLES  # type: ignore[attr-defined]
+    managing = request.membership.role in Membership.MANAGING_ROLES
     parked = outbox_parked(organization_id=organization.pk).count() if managing else 0
     return render(
         request,

@@ -194,7 +194,7 @@ def policy_match(
 
 def policy_snapshot(policy: Policy) -> dict[str, Any]:
     """Everything an escalation needs from its policy, frozen at the moment it starts."""
-    levels = []
+    levels: list[dict[str, Any]] = []
     for level in policy.levels.prefetch_related("members", "teams").order_by("position", "id"):
         levels.append(
             {

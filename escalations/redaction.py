@@ -152,6 +152,7 @@ def _redact_idempotency_records(escalation: Escalation) -> None:
         created_at__lte=escalation.created_at + timedelta(minutes=5),
     ).exclude(response_body=None)
     for record in around:
+        assert record.response_body is not None  # excluded above
         body = json.loads(record.response_body)
         if isinstance(body, dict) and body.get("id") == escalation.public_id:
             record.response_body = json.dumps(redact_rendered(body, escalation))
@@ -181,6 +182,7 @@ def payloads_redact_expired(*, now: Any = None) -> int:
     now = now or timezone.now()
     done = 0
     for organization in Organization.objects.exclude(payload_retention_days=None):
+        assert organization.payload_retention_days is not None  # excluded above
         cutoff = now - timedelta(days=organization.payload_retention_days)
         reason = f"retention: payloads kept {organization.payload_retention_days} days"
         while True:

@@ -70,6 +70,7 @@ def organization_overview(*, organization: Organization, now: datetime | None = 
         for created_at, decided_at in escalations.filter(
             decided_recently, decided_by__type="user"
         ).values_list("created_at", "decided_at")
+        if decided_at is not None  # always, by decided_recently; for the type checker
     )
     claimed = (
         Escalation.objects.filter(assignee=OuterRef("pk"), status=Escalation.Status.PENDING)
@@ -103,8 +104,5 @@ def organization_overview(*, organization: Organization, now: datetime | None = 
         p90_seconds=_percentile(waits, 0.9) if waits else None,
         approved=counts["approved"],
         rejected=counts["rejected"],
-        operators=[
-            OperatorLoad(m, m.claimed_now, m.answered_this_week)  # type: ignore[attr-defined]
-            for m in members
-        ],
+        operators=[OperatorLoad(m, m.claimed_now, m.answered_this_week) for m in members],
     )

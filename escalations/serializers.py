@@ -277,7 +277,7 @@ class EscalationSerializer(serializers.Serializer):
 
     @extend_schema_field({"type": "object", "nullable": True})
     def get_claimed_by(self, escalation: Escalation) -> dict[str, str] | None:
-        if escalation.assignee_id is None:
+        if escalation.assignee is None:
             return None
         return {"id": escalation.assignee.public_id, "email": escalation.assignee.user.email}
 

@@ -196,7 +196,7 @@ def escalation_release(*, escalation: Escalation, membership: Membership) -> Esc
     return escalation
 
 
-_OUTCOMES_BY_KIND = {
+_OUTCOMES_BY_KIND: dict[str, set[str]] = {
     Escalation.Kind.APPROVAL: {Response.Outcome.APPROVE, Response.Outcome.REJECT},
     Escalation.Kind.QUESTION: {Response.Outcome.ANSWER, Response.Outcome.REJECT},
 }

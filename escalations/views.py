@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -25,6 +25,7 @@ from tenants.billing import FEATURE_AUDIT_EXPORT, feature_refusal
 from tenants.console import role_required
 from tenants.lookups import get_for_organization_or_404
 from tenants.models import Membership
+from tenants.requests import OrganizationRequest
 
 from . import bundles, live, outbox, redaction, rules
 from .exceptions import EscalationError
@@ -58,8 +59,8 @@ def duration(seconds: float) -> str:
 
 @require_GET
 @role_required()
-def queue(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def queue(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     seq = (
         ChainHead.objects.filter(organization_id=organization.pk)
         .values_list("seq", flat=True)
@@ -79,7 +80,7 @@ def queue(request: HttpRequest) -> HttpResponse:
             left=duration(left),
             soon=left < 300,
             mine=escalation.assignee_id is not None
-            and escalation.assignee_id == request.membership.pk,  # type: ignore[attr-defined]
+            and escalation.assignee_id == request.membership.pk,
         )
         rows.append(row)
     # A new organization's first visit: nothing ever asked yet, so show how to get there.
@@ -89,15 +90,15 @@ def queue(request: HttpRequest) -> HttpResponse:
         "seq": seq or 0,
         "first_run": first_run,
         "has_agent": first_run and organization.agents.exists(),
-        "can_manage": request.membership.role in Membership.MANAGING_ROLES,  # type: ignore[attr-defined]
+        "can_manage": request.membership.role in Membership.MANAGING_ROLES,
     }
     return render(request, "escalations/queue.html", context)
 
 
-def _escalation(request: HttpRequest, public_id: str) -> Escalation:
+def _escalation(request: OrganizationRequest, public_id: str) -> Escalation:
     return get_for_organization_or_404(
         Escalation.objects.select_related("agent", "assignee__user"),
-        request.organization,  # type: ignore[attr-defined]
+        request.organization,
         public_id,
         prefix="esc",
     )
@@ -252,7 +253,7 @@ def _claim_state(escalation: Escalation, membership: Membership) -> str:
 
 
 def _detail_context(
-    request: HttpRequest,
+    request: OrganizationRequest,
     escalation: Escalation,
     *,
     form: ResponseForm | None = None,
@@ -261,7 +262,7 @@ def _detail_context(
     edited_arguments_errors: list[str] | None = None,
     comment_errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    membership: Membership = request.membership  # type: ignore[attr-defined]
+    membership: Membership = request.membership
     responses = list(escalation.responses.select_related("membership__user"))
     approvals = sum(1 for r in responses if r.outcome == Response.Outcome.APPROVE)
     mine = next((r for r in responses if r.membership_id == membership.pk), None)
@@ -320,7 +321,7 @@ def _detail_context(
 
 @require_GET
 @role_required()
-def escalation_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+def escalation_detail(request: OrganizationRequest, public_id: str) -> HttpResponse:
     escalation = _escalation(request, public_id)
     return render(request, "escalations/detail.html", _detail_context(request, escalation))
 
@@ -331,10 +332,10 @@ def _back(escalation: Escalation) -> HttpResponseRedirect:
 
 @require_POST
 @role_required(*ANSWERING)
-def escalation_claim_view(request: HttpRequest, public_id: str) -> HttpResponse:
+def escalation_claim_view(request: OrganizationRequest, public_id: str) -> HttpResponse:
     escalation = _escalation(request, public_id)
     try:
-        escalation_claim(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
+        escalation_claim(escalation=escalation, membership=request.membership)
     except EscalationError as refusal:
         messages.error(request, refusal.detail)
     return _back(escalation)
@@ -342,10 +343,10 @@ def escalation_claim_view(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_POST
 @role_required(*ANSWERING)
-def escalation_release_view(request: HttpRequest, public_id: str) -> HttpResponse:
+def escalation_release_view(request: OrganizationRequest, public_id: str) -> HttpResponse:
     escalation = _escalation(request, public_id)
     try:
-        escalation_release(escalation=escalation, membership=request.membership)  # type: ignore[attr-defined]
+        escalation_release(escalation=escalation, membership=request.membership)
     except EscalationError as refusal:
         messages.error(request, refusal.detail)
     return _back(escalation)
@@ -353,13 +354,13 @@ def escalation_release_view(request: HttpRequest, public_id: str) -> HttpRespons
 
 @require_POST
 @role_required(*Membership.MANAGING_ROLES)
-def escalation_redact_view(request: HttpRequest, public_id: str) -> HttpResponse:
+def escalation_redact_view(request: OrganizationRequest, public_id: str) -> HttpResponse:
     """ "Redact now" (an erasure request): the payloads give way to their digests, audited."""
     escalation = _escalation(request, public_id)
     try:
         redaction.escalation_redact(
             escalation=escalation,
-            actor=request.membership.as_actor(),  # type: ignore[attr-defined]
+            actor=request.membership.as_actor(),
             reason=request.POST.get("reason", ""),
         )
     except EscalationError as refusal:
@@ -370,7 +371,7 @@ def escalation_redact_view(request: HttpRequest, public_id: str) -> HttpResponse
     return _back(escalation)
 
 
-OUTCOME_MESSAGES = {
+OUTCOME_MESSAGES: dict[str, str] = {
     Response.Outcome.APPROVE: "You approved “{title}”.",
     Response.Outcome.REJECT: "You rejected “{title}”.",
     Response.Outcome.ANSWER: "You answered “{title}”.",
@@ -379,7 +380,7 @@ OUTCOME_MESSAGES = {
 
 @require_POST
 @role_required(*ANSWERING)
-def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
+def escalation_respond(request: OrganizationRequest, public_id: str) -> HttpResponse:
     escalation = _escalation(request, public_id)
     outcome = request.POST.get("outcome", "")
     comment = request.POST.get("comment", "").strip()
@@ -422,7 +423,7 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
     try:
         response_submit(
             escalation=escalation,
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             outcome=outcome,
             response=payload,
             comment=comment,
@@ -446,17 +447,17 @@ def escalation_respond(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @role_required("admin", "owner")
-def effects(request: HttpRequest) -> HttpResponse:
+def effects(request: OrganizationRequest) -> HttpResponse:
     """Effects (notifications, callbacks, frames, …) that kept failing and were parked: what
     failed, why, and a Retry once the cause is fixed (a receiver back up, a setting corrected)."""
-    organization = request.organization  # type: ignore[attr-defined]
+    organization = request.organization
     parked = outbox.outbox_parked(organization_id=organization.pk)
     if request.method == "POST":
         wanted = parked
         if request.POST.get("event"):
             wanted = parked.filter(pk=_int_or_zero(request.POST["event"]))
         ids = list(wanted.values_list("pk", flat=True))
-        retried = outbox.outbox_retry(ids=ids, actor=request.membership.as_actor())  # type: ignore[attr-defined]
+        retried = outbox.outbox_retry(ids=ids, actor=request.membership.as_actor())
         messages.success(request, f"{retried} effect(s) will be tried again within a second.")
         return HttpResponseRedirect(reverse("queue:effects"))
     return render(request, "escalations/effects.html", {"parked": parked[:200]})
@@ -467,9 +468,9 @@ def _int_or_zero(value: str) -> int:
 
 
 @role_required("admin", "owner")
-def evidence(request: HttpRequest) -> HttpResponse:
+def evidence(request: OrganizationRequest) -> HttpResponse | StreamingHttpResponse:
     """The evidence bundle download (``escalations.bundles``): a date range, then the ZIP."""
-    organization = request.organization  # type: ignore[attr-defined]
+    organization = request.organization
     values = {name: request.GET.get(name, "") for name in ("since", "until")}
     if request.GET.get("download"):
         if refusal := feature_refusal(organization, FEATURE_AUDIT_EXPORT):

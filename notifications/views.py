@@ -30,6 +30,7 @@ from escalations.models import Escalation
 from escalations.services import response_submit
 from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
+from tenants.requests import OrganizationRequest
 
 from . import contact_points as point_services
 from . import links
@@ -138,11 +139,11 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
 # --- Contact points ---------------------------------------------------------------------------
 
 
-def _my_point(request: HttpRequest, public_id: str) -> ContactPoint:
+def _my_point(request: OrganizationRequest, public_id: str) -> ContactPoint:
     """One of my contact points in this organization; anyone else's is a 404."""
     return get_by_public_id_or_404(
         ContactPoint.objects.select_related("membership__user").filter(
-            membership=request.membership  # type: ignore[attr-defined]
+            membership=request.membership
         ),
         "cp",
         public_id,
@@ -188,10 +189,10 @@ def contact_points(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required()
-def contact_point_add(request: HttpRequest) -> HttpResponse:
+def contact_point_add(request: OrganizationRequest) -> HttpResponse:
     try:
         point = point_services.contact_point_add(
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             channel=request.POST.get("channel", ""),
             address=request.POST.get("address", ""),
             priorities=request.POST.getlist("priorities"),
@@ -205,7 +206,7 @@ def contact_point_add(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required()
-def contact_point_add_push(request: HttpRequest) -> HttpResponse:
+def contact_point_add_push(request: OrganizationRequest) -> HttpResponse:
     """The "Notify this browser" button: ``pwa.js`` subscribes the browser and posts the
     subscription here; the verification code then arrives as a push on it."""
     try:
@@ -214,7 +215,7 @@ def contact_point_add_push(request: HttpRequest) -> HttpResponse:
         subscription = None
     try:
         point = point_services.contact_point_add_push(
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             subscription=subscription,
             label=request.POST.get("label", ""),
         )
@@ -239,7 +240,7 @@ def _begin_verification(request: HttpRequest, point: ContactPoint) -> None:
 
 @require_POST
 @role_required()
-def contact_point_send_code(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_send_code(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     if point.verified_at is None:
         _begin_verification(request, point)
@@ -248,12 +249,12 @@ def contact_point_send_code(request: HttpRequest, public_id: str) -> HttpRespons
 
 @require_POST
 @role_required()
-def contact_point_verify(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_verify(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     try:
         point_services.contact_point_verify(
             contact_point=point,
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             code=request.POST.get("code", ""),
         )
     except ContactPointError as exc:
@@ -265,12 +266,12 @@ def contact_point_verify(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_POST
 @role_required()
-def contact_point_test(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_test(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     try:
         point_services.contact_point_send_test(
             contact_point=point,
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
         )
     except ContactPointError as exc:
         messages.error(request, str(exc))
@@ -281,11 +282,11 @@ def contact_point_test(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_POST
 @role_required()
-def contact_point_move(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_move(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     point_services.contact_point_move(
         contact_point=point,
-        membership=request.membership,  # type: ignore[attr-defined]
+        membership=request.membership,
         up=request.POST.get("direction") == "up",
     )
     return _back()
@@ -293,11 +294,11 @@ def contact_point_move(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @require_POST
 @role_required()
-def contact_point_priorities(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_priorities(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     point_services.contact_point_set_priorities(
         contact_point=point,
-        membership=request.membership,  # type: ignore[attr-defined]
+        membership=request.membership,
         priorities=request.POST.getlist("priorities"),
     )
     return _back()
@@ -305,11 +306,11 @@ def contact_point_priorities(request: HttpRequest, public_id: str) -> HttpRespon
 
 @require_POST
 @role_required()
-def contact_point_remove(request: HttpRequest, public_id: str) -> HttpResponse:
+def contact_point_remove(request: OrganizationRequest, public_id: str) -> HttpResponse:
     point = _my_point(request, public_id)
     point_services.contact_point_remove(
         contact_point=point,
-        membership=request.membership,  # type: ignore[attr-defined]
+        membership=request.membership,
     )
     messages.success(request, f"Removed {point.address}.")
     return _back()
@@ -338,10 +339,10 @@ def all_points_for(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required()
-def quiet_hours(request: HttpRequest) -> HttpResponse:
+def quiet_hours(request: OrganizationRequest) -> HttpResponse:
     try:
         point_services.preference_update(
-            membership=request.membership,  # type: ignore[attr-defined]
+            membership=request.membership,
             quiet_start=_time(request.POST.get("quiet_start", "")),
             quiet_end=_time(request.POST.get("quiet_end", "")),
             time_zone=request.POST.get("time_zone", "UTC").strip() or "UTC",

@@ -39,7 +39,8 @@ class TeamForm(forms.ModelForm):
         fields = ("organization", "name", "members")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         organization = cleaned.get("organization")
         foreign = [
             m

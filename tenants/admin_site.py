@@ -52,7 +52,7 @@ class AwaitHumanAdminSite(admin.AdminSite):
     def has_permission(self, request: HttpRequest) -> bool:
         """Platform staff or an organization's owner/admin, and always past a second factor
         (``OTPMiddleware``'s ``is_verified``; ``TwoFactorMiddleware`` leads there)."""
-        user = request.user
+        user: Any = request.user  # as OTPMiddleware wraps it, with is_verified()
         if not user.is_active:
             return False
         allowed = user.is_staff or managed_organizations(request).exists()
@@ -99,7 +99,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         """A new row belongs to the organization its author manages, when there is just one."""
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = super().get_changeform_initial_data(request)
         managed = list(managed_organizations(request)[:2])
         if self._scoped(request) and len(managed) == 1 and self.organization_path == "organization":
             initial.setdefault("organization", managed[0].pk)
@@ -145,7 +145,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
-    ) -> forms.Field | None:
+    ) -> forms.ModelChoiceField | None:
         if db_field.name == "organization" and self._scoped(request):
             kwargs["queryset"] = managed_organizations(request)
             if managed_organizations(request).count() == 1:
@@ -154,7 +154,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_manytomany(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
-    ) -> forms.Field | None:
+    ) -> forms.ModelMultipleChoiceField | None:
         related = db_field.remote_field.model
         if self._scoped(request) and any(f.name == "organization" for f in related._meta.fields):
             kwargs["queryset"] = related._default_manager.filter(
@@ -198,7 +198,7 @@ class OrganizationScopedInline(admin.options.InlineModelAdmin):
 
     def formfield_for_manytomany(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
-    ) -> forms.Field | None:
+    ) -> forms.ModelMultipleChoiceField | None:
         related = db_field.remote_field.model
         if not request.user.is_superuser and any(
             f.name == "organization" for f in related._meta.fields

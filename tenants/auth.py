@@ -7,7 +7,7 @@ the API starts from ``request.organization``, so another tenant's object is simp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -21,6 +21,7 @@ from awaithuman.middleware import organization_var
 
 from .models import ApiKey
 from .ratelimit import rate_limit_hit
+from .requests import ApiRequest
 from .services import KeyRejected, api_key_authenticate
 
 
@@ -43,12 +44,13 @@ class ApiKeyAuthentication(BaseAuthentication):
             api_key = api_key_authenticate(plaintext)
         except KeyRejected as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
-        request.api_key = api_key
-        request.organization = api_key.organization
-        request.agent = api_key.agent
-        request.membership = api_key.membership
+        scoped = cast(ApiRequest, request)  # what the views read, as ApiRequest declares it
+        scoped.api_key = api_key
+        scoped.organization = api_key.organization
+        scoped.agent = api_key.agent
+        scoped.membership = membership = api_key.membership
         organization_var.set(api_key.organization.public_id)
-        user = api_key.membership.user if api_key.membership_id else AnonymousUser()
+        user = membership.user if membership is not None else AnonymousUser()
         return user, api_key
 
     def authenticate_header(self, request: Request) -> str:
@@ -82,7 +84,7 @@ class ApiKeyRateThrottle(BaseThrottle):
         if api_key is None:
             return True
         state = rate_limit_hit(api_key.key_id, api_key.rate_limit)
-        request.rate_limit = state
+        cast(ApiRequest, request).rate_limit = state
         self._wait = state.reset_seconds
         return state.allowed
 

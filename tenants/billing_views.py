@@ -27,14 +27,15 @@ from awaithuman.problems import problem_response
 from . import billing, stripe_gateway
 from .console import role_required
 from .models import BillingAccount, Membership, Organization
+from .requests import OrganizationRequest
 
 logger = logging.getLogger(__name__)
 
 OWNER = Membership.Role.OWNER
 
 
-def _organization(request: HttpRequest) -> Organization:
-    return request.organization  # type: ignore[attr-defined]
+def _organization(request: OrganizationRequest) -> Organization:
+    return request.organization
 
 
 def _is_owner(request: HttpRequest) -> bool:
@@ -88,7 +89,7 @@ def billing_context(request: HttpRequest) -> dict[str, Any]:
 
 @role_required()
 @require_GET
-def billing_page(request: HttpRequest) -> HttpResponse:
+def billing_page(request: OrganizationRequest) -> HttpResponse:
     organization = _organization(request)
     owner = _is_owner(request)
     context: dict[str, Any] = {
@@ -107,7 +108,7 @@ def billing_page(request: HttpRequest) -> HttpResponse:
 
 @role_required(OWNER)
 @require_POST
-def billing_checkout(request: HttpRequest) -> HttpResponse:
+def billing_checkout(request: OrganizationRequest) -> HttpResponse:
     organization = _organization(request)
     if organization.stripe_subscription_id and organization.subscription_status not in (
         billing.ENDED_STATUSES
@@ -128,11 +129,11 @@ def billing_checkout(request: HttpRequest) -> HttpResponse:
 
 @role_required(OWNER)
 @require_POST
-def billing_portal(request: HttpRequest) -> HttpResponse:
+def billing_portal(request: OrganizationRequest) -> HttpResponse:
     return _portal(request)
 
 
-def _portal(request: HttpRequest) -> HttpResponse:
+def _portal(request: OrganizationRequest) -> HttpResponse:
     try:
         url = billing.portal_url(organization=_organization(request))
     except billing.BillingUnavailable as exc:
@@ -149,7 +150,7 @@ def _see_other(url: str) -> HttpResponse:
 
 @role_required(OWNER)
 @require_GET
-def billing_return(request: HttpRequest) -> HttpResponse:
+def billing_return(request: OrganizationRequest) -> HttpResponse:
     organization = _organization(request)
     session_id = request.GET.get("session_id", "")[:255]
     processed = bool(session_id) and billing.checkout_processed(

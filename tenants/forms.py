@@ -6,7 +6,7 @@ from typing import Any
 
 from allauth.core import context as allauth_context
 from django import forms
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from .memberships import InvitationRefused, invitation_accept, invitation_for_token
@@ -44,7 +44,8 @@ class SignupForm(forms.Form):
             self.initial.setdefault("email", self.invitation.email)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         email = cleaned.get("email")
         if self.invitation is not None and email and not self.invitation.email_matches(email):
             self.add_error(
@@ -54,7 +55,7 @@ class SignupForm(forms.Form):
             )
         return cleaned
 
-    def signup(self, request: HttpRequest, user: AbstractBaseUser) -> None:
+    def signup(self, request: HttpRequest, user: User) -> None:
         if self.invitation is not None:
             token = request.session.pop(INVITATION_SESSION_KEY, "")
             try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -60,7 +61,8 @@ def _current() -> bool:
     if now - _checked_at < CHECK_SECONDS:
         return True
     try:
-        generation = _redis().get(GENERATION_KEY)
+        # redis-py types a reply as sync-or-async; this client is the synchronous one.
+        generation = cast("bytes | None", _redis().get(GENERATION_KEY))
     except redis.RedisError:
         _clear()
         return False

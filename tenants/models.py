@@ -229,9 +229,9 @@ class ApiKey(models.Model):
         return hmac.compare_digest(self.digest, digest)
 
     def as_actor(self) -> dict[str, str]:
-        if self.agent_id is not None:
-            return {**self.agent.as_actor(), "key": self.key_id}
-        return {**self.membership.as_actor(), "key": self.key_id}
+        owner = self.agent or self.membership
+        assert owner is not None  # api_key_has_one_owner
+        return {**owner.as_actor(), "key": self.key_id}
 
 
 class Invitation(models.Model):

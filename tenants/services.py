@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -52,7 +52,7 @@ def _unique_slug(name: str) -> str:
 
 @transaction.atomic
 def organization_create(
-    *, name: str, owner: AbstractBaseUser, slug: str | None = None, actor: dict | None = None
+    *, name: str, owner: User, slug: str | None = None, actor: dict | None = None
 ) -> Organization:
     organization = Organization.objects.create(name=name, slug=slug or _unique_slug(name))
     membership = Membership.objects.create(
@@ -75,7 +75,7 @@ def organization_create(
     return organization
 
 
-def user_get_or_create(*, email: str, password: str | None = None) -> AbstractBaseUser:
+def user_get_or_create(*, email: str, password: str | None = None) -> User:
     """The user with this e-mail (case-insensitive), created if new; a given password is set."""
     user_model = get_user_model()
     user = user_model.objects.filter(email__iexact=email).first()
@@ -88,9 +88,7 @@ def user_get_or_create(*, email: str, password: str | None = None) -> AbstractBa
 
 
 @transaction.atomic
-def membership_add(
-    *, organization: Organization, user: AbstractBaseUser, role: str, actor: dict
-) -> Membership:
+def membership_add(*, organization: Organization, user: User, role: str, actor: dict) -> Membership:
     membership = Membership.objects.create(organization=organization, user=user, role=role)
     audit_record(
         organization_id=organization.pk,
@@ -382,7 +380,7 @@ class SignInStage:
 
 
 @transaction.atomic
-def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str) -> None:
+def sign_in_failure_record(*, user: User | None, stage: str, ip: str) -> None:
     """A refused sign-in step, in the trail of every organization the person belongs to: which
     step, from which IP, and never what was typed. An address that matches nobody has no trail
     to write to; the log line is all it gets."""
@@ -408,7 +406,7 @@ def sign_in_failure_record(*, user: AbstractBaseUser | None, stage: str, ip: str
 RECOVERY_CODE_COUNT = 10
 
 
-def _audit_for_each_membership(user: AbstractBaseUser, action: str, data: dict) -> None:
+def _audit_for_each_membership(user: User, action: str, data: dict) -> None:
     """Second factors belong to the person, not to one organization: every organization they
     work in records the change in its own trail."""
     for membership in Membership.objects.select_related("user").filter(user=user):
@@ -421,7 +419,7 @@ def _audit_for_each_membership(user: AbstractBaseUser, action: str, data: dict) 
         )
 
 
-def _new_recovery_codes(user: AbstractBaseUser) -> list[str]:
+def _new_recovery_codes(user: User) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
     codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
@@ -430,7 +428,7 @@ def _new_recovery_codes(user: AbstractBaseUser) -> list[str]:
 
 
 @transaction.atomic
-def two_factor_enable(*, user: AbstractBaseUser, device: TOTPDevice) -> list[str]:
+def two_factor_enable(*, user: User, device: TOTPDevice) -> list[str]:
     """Confirm a TOTP device whose code was just checked, and issue fresh recovery codes
     (returned once; django-otp keeps them as static tokens)."""
     TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
@@ -442,14 +440,14 @@ def two_factor_enable(*, user: AbstractBaseUser, device: TOTPDevice) -> list[str
 
 
 @transaction.atomic
-def two_factor_recovery_codes_regenerate(*, user: AbstractBaseUser) -> list[str]:
+def two_factor_recovery_codes_regenerate(*, user: User) -> list[str]:
     codes = _new_recovery_codes(user)
     _audit_for_each_membership(user, "member.recovery_codes_regenerated", {})
     return codes
 
 
 @transaction.atomic
-def two_factor_disable(*, user: AbstractBaseUser) -> None:
+def two_factor_disable(*, user: User) -> None:
     TOTPDevice.objects.filter(user=user).delete()
     StaticDevice.objects.filter(user=user).delete()
     _audit_for_each_membership(user, "member.two_factor_disabled", {})

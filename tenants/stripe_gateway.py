@@ -16,10 +16,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItem
 
 WEBHOOK_TOLERANCE_SECONDS = 300
 
@@ -93,12 +96,11 @@ def checkout_session_create(
 
     A licensed price gets quantity 1; a metered price (usage billing) takes no quantity.
     """
-    params: dict[str, Any] = {
+    line_items: list[SessionCreateParamsLineItem] = [{"price": price_ids[0], "quantity": 1}]
+    line_items += [{"price": price_id} for price_id in price_ids[1:]]
+    params: SessionCreateParams = {
         "mode": "subscription",
-        "line_items": [
-            {"price": price_ids[0], "quantity": 1},
-            *({"price": price_id} for price_id in price_ids[1:]),
-        ],
+        "line_items": line_items,
         "success_url": success_url,
         "cancel_url": cancel_url,
         "client_reference_id": organization_public_id,
@@ -113,6 +115,7 @@ def checkout_session_create(
         session = _stripe().v1.checkout.sessions.create(params)
     except stripe.StripeError as exc:
         raise StripeUnavailable(f"checkout session: {exc.__class__.__name__}") from exc
+    assert session.url is not None  # a hosted session always has one
     return session.url
 
 

@@ -136,7 +136,7 @@ def _second_factor_failed(request: HttpRequest) -> None:
 def two_factor_verify(request: HttpRequest) -> HttpResponse:
     """The step after the password: a code from the authenticator app, or a recovery code."""
     next_url = safe_next(request)
-    if request.user.is_verified():  # type: ignore[attr-defined]
+    if request.user.is_verified():
         return HttpResponseRedirect(next_url)
     if (
         _confirmed_totp(request.user) is None

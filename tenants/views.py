@@ -45,6 +45,7 @@ from .forms import (
 )
 from .ids import get_by_public_id_or_404
 from .models import PERSONAL_SCOPES, ApiKey, Membership, Scope
+from .requests import OrganizationRequest
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
 OWNER = Membership.Role.OWNER
@@ -67,8 +68,8 @@ def console_context(request: HttpRequest) -> dict[str, Any]:
     return {"console_memberships": SimpleLazyObject(memberships)}
 
 
-def _actor(request: HttpRequest) -> dict[str, Any]:
-    return request.membership.as_actor()  # type: ignore[attr-defined]
+def _actor(request: OrganizationRequest) -> dict[str, Any]:
+    return request.membership.as_actor()
 
 
 def safe_next(request: HttpRequest, default: str = "/") -> str:
@@ -100,11 +101,11 @@ def switch(request: HttpRequest) -> HttpResponse:
 
 @role_required()
 @require_http_methods(["GET", "POST"])
-def agents(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def agents(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     form = AgentForm(organization=organization)
     if request.method == "POST":
-        if request.membership.role not in MANAGERS:  # type: ignore[attr-defined]
+        if request.membership.role not in MANAGERS:
             raise PermissionDenied
         form = AgentForm(request.POST, organization=organization)
         if form.is_valid():
@@ -122,13 +123,13 @@ def agents(request: HttpRequest) -> HttpResponse:
 
 @role_required()
 @require_http_methods(["GET", "POST"])
-def agent(request: HttpRequest, public_id: str) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def agent(request: OrganizationRequest, public_id: str) -> HttpResponse:
+    organization = request.organization
     agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     form = AgentApiKeyForm()
     issued = None
     if request.method == "POST":
-        if request.membership.role not in MANAGERS:  # type: ignore[attr-defined]
+        if request.membership.role not in MANAGERS:
             raise PermissionDenied
         form = AgentApiKeyForm(request.POST)
         if form.is_valid():
@@ -146,7 +147,7 @@ def agent(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 def _agent_page(
-    request: HttpRequest,
+    request: OrganizationRequest,
     agent: Any,
     *,
     form: AgentApiKeyForm | None = None,
@@ -164,15 +165,15 @@ def _agent_page(
             # The address this page was reached at, so the ready curl works on any port.
             "api_base": request.build_absolute_uri("/").rstrip("/"),
             "now": timezone.now(),
-            "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
+            "can_manage": request.membership.role in MANAGERS,
         },
     )
 
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def agent_disable(request: OrganizationRequest, public_id: str) -> HttpResponse:
+    organization = request.organization
     agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     services.agent_disable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is disabled: all its keys are refused.")
@@ -181,8 +182,8 @@ def agent_disable(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def agent_enable(request: OrganizationRequest, public_id: str) -> HttpResponse:
+    organization = request.organization
     agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     services.agent_enable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is enabled again.")
@@ -191,9 +192,9 @@ def agent_enable(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
+def agent_key_roll(request: OrganizationRequest, public_id: str, key_id: str) -> HttpResponse:
     """A new key replaces this one; the old one keeps working for the chosen grace period."""
-    organization = request.organization  # type: ignore[attr-defined]
+    organization = request.organization
     agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     form = KeyRollForm(request.POST)
@@ -215,8 +216,8 @@ def agent_key_roll(request: HttpRequest, public_id: str, key_id: str) -> HttpRes
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_key_revoke(request: HttpRequest, public_id: str, key_id: str) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def agent_key_revoke(request: OrganizationRequest, public_id: str, key_id: str) -> HttpResponse:
+    organization = request.organization
     agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     services.api_key_revoke(api_key=api_key, actor=_actor(request))
@@ -245,8 +246,8 @@ def _personal_scopes(membership: Membership) -> list[str]:
 
 @role_required()
 @require_http_methods(["GET", "POST"])
-def personal_keys(request: HttpRequest) -> HttpResponse:
-    membership: Membership = request.membership  # type: ignore[attr-defined]
+def personal_keys(request: OrganizationRequest) -> HttpResponse:
+    membership: Membership = request.membership
     form = ApiKeyForm()
     issued = None
     if request.method == "POST":
@@ -277,8 +278,8 @@ def personal_keys(request: HttpRequest) -> HttpResponse:
 
 @role_required()
 @require_POST
-def personal_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
-    membership: Membership = request.membership  # type: ignore[attr-defined]
+def personal_key_revoke(request: OrganizationRequest, key_id: str) -> HttpResponse:
+    membership: Membership = request.membership
     api_key = _key_or_404(membership.api_keys.all(), key_id)
     services.api_key_revoke(api_key=api_key, actor=_actor(request))
     messages.success(request, f"Key {api_key} revoked.")
@@ -290,9 +291,9 @@ def personal_key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 
 @role_required()
 @require_http_methods(["GET", "POST"])
-def members(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
-    membership: Membership = request.membership  # type: ignore[attr-defined]
+def members(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
+    membership: Membership = request.membership
     form = InvitationForm()
     invite_link = None
     if request.method == "POST":
@@ -329,8 +330,8 @@ def members(request: HttpRequest) -> HttpResponse:
     return render(request, "tenants/members.html", context)
 
 
-def _member_or_404(request: HttpRequest, public_id: str) -> Membership:
-    organization = request.organization  # type: ignore[attr-defined]
+def _member_or_404(request: OrganizationRequest, public_id: str) -> Membership:
+    organization = request.organization
     return get_by_public_id_or_404(
         organization.memberships.select_related("user"), "mem", public_id
     )
@@ -338,7 +339,7 @@ def _member_or_404(request: HttpRequest, public_id: str) -> Membership:
 
 @role_required(*MANAGERS)
 @require_POST
-def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
+def member_role(request: OrganizationRequest, public_id: str) -> HttpResponse:
     member = _member_or_404(request, public_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
@@ -348,7 +349,7 @@ def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
         memberships.membership_change_role(
             membership=member,
             role=form.cleaned_data["role"],
-            actor=request.membership,  # type: ignore[attr-defined]
+            actor=request.membership,
         )
     except memberships.MembershipError as exc:
         messages.error(request, str(exc))
@@ -359,10 +360,10 @@ def member_role(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @role_required(*MANAGERS)
 @require_POST
-def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
+def member_remove(request: OrganizationRequest, public_id: str) -> HttpResponse:
     member = _member_or_404(request, public_id)
     try:
-        memberships.membership_remove(membership=member, actor=request.membership)  # type: ignore[attr-defined]
+        memberships.membership_remove(membership=member, actor=request.membership)
     except memberships.MembershipError as exc:
         messages.error(request, str(exc))
     else:
@@ -374,8 +375,8 @@ def member_remove(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @role_required(*MANAGERS)
 @require_POST
-def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def invitation_revoke(request: OrganizationRequest, public_id: str) -> HttpResponse:
+    organization = request.organization
     invitation = get_by_public_id_or_404(organization.invitations.all(), "inv", public_id)
     memberships.invitation_revoke(invitation=invitation, actor=_actor(request))
     messages.success(request, f"Invitation to {invitation.email} withdrawn.")
@@ -443,8 +444,8 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
 
 @role_required(*MANAGERS)
 @require_http_methods(["GET", "POST"])
-def settings_page(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def settings_page(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     form = OrganizationSettingsForm(instance=organization)
     if request.method == "POST":
         form = OrganizationSettingsForm(request.POST, instance=_fresh(organization))
@@ -465,7 +466,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "delete_form": OrganizationDeleteForm(organization=organization),
-            "is_owner": request.membership.role == OWNER,  # type: ignore[attr-defined]
+            "is_owner": request.membership.role == OWNER,
         },
     )
 
@@ -476,8 +477,8 @@ def _fresh(obj: Model) -> Any:
 
 @role_required(OWNER)
 @require_POST
-def organization_delete(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def organization_delete(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     form = OrganizationDeleteForm(request.POST, organization=organization)
     if not form.is_valid():
         return render(
@@ -502,8 +503,8 @@ def organization_delete(request: HttpRequest) -> HttpResponse:
 
 @role_required()
 @require_GET
-def audit_log(request: HttpRequest) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+def audit_log(request: OrganizationRequest) -> HttpResponse:
+    organization = request.organization
     events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("-id")
     action = request.GET.get("action", "").strip()[:64]
     target = request.GET.get("target", "").strip()[:64]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 
 from awaithuman.middleware import escalation_var
@@ -18,6 +17,7 @@ from escalations.models import Escalation
 from tenants.api import KeyedAPIView
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Scope
+from tenants.requests import ApiRequest
 
 from . import services
 from .models import WebhookMessage
@@ -51,7 +51,7 @@ class CallbackListSerializer(serializers.Serializer):
     results = CallbackSerializer(many=True)
 
 
-def _escalation(request: Request, public_id: str) -> Escalation:
+def _escalation(request: ApiRequest, public_id: str) -> Escalation:
     escalation = get_by_public_id_or_404(
         Escalation.objects.filter(organization=request.organization), "esc", public_id
     )
@@ -74,7 +74,7 @@ class CallbackListView(KeyedAPIView):
         operation_id="escalations_callbacks_list",
         responses={200: CallbackListSerializer, **PROBLEMS},
     )
-    def get(self, request: Request, public_id: str) -> HttpResponse:
+    def get(self, request: ApiRequest, public_id: str) -> HttpResponse:
         escalation = _escalation(request, public_id)
         return HttpResponse({"results": CallbackSerializer(_callbacks(escalation), many=True).data})
 
@@ -87,7 +87,7 @@ class CallbackReplayView(KeyedAPIView):
         request=None,
         responses={202: CallbackSerializer, **PROBLEMS},
     )
-    def post(self, request: Request, public_id: str) -> HttpResponse:
+    def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
         escalation = _escalation(request, public_id)
         if request.agent is None or escalation.agent_id != request.agent.pk:
             raise forbidden("Only the agent that created an escalation can replay its callback.")

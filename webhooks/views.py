@@ -27,6 +27,7 @@ from escalations.serializers import CallbackUrlField
 from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
 from tenants.models import Agent, Membership
+from tenants.requests import OrganizationRequest
 
 from . import services
 from .models import AgentWebhookSecret, WebhookEndpoint, WebhookMessage
@@ -35,19 +36,19 @@ MANAGERS = tuple(Membership.MANAGING_ROLES)
 RECENT = 50
 
 
-def _agent(request: HttpRequest, public_id: str) -> Agent:
-    return get_by_public_id_or_404(request.organization.agents.all(), "agt", public_id)  # type: ignore[attr-defined]
+def _agent(request: OrganizationRequest, public_id: str) -> Agent:
+    return get_by_public_id_or_404(request.organization.agents.all(), "agt", public_id)
 
 
-def _actor(request: HttpRequest) -> dict[str, Any]:
-    return request.membership.as_actor()  # type: ignore[attr-defined]
+def _actor(request: OrganizationRequest) -> dict[str, Any]:
+    return request.membership.as_actor()
 
 
 def _recent(messages_: QuerySet[WebhookMessage]) -> QuerySet[WebhookMessage]:
     return messages_.select_related("escalation").prefetch_related("attempts")[:RECENT]
 
 
-def _replay(request: HttpRequest, message: WebhookMessage) -> None:
+def _replay(request: OrganizationRequest, message: WebhookMessage) -> None:
     try:
         services.webhook_message_replay(message=message, actor=_actor(request))
     except ApiProblem as exc:
@@ -61,15 +62,15 @@ def _replay(request: HttpRequest, message: WebhookMessage) -> None:
 
 @role_required()
 @require_GET
-def agent_callbacks(request: HttpRequest, public_id: str) -> HttpResponse:
+def agent_callbacks(request: OrganizationRequest, public_id: str) -> HttpResponse:
     agent = _agent(request, public_id)
     return _agent_callbacks_page(request, agent)
 
 
 def _agent_callbacks_page(
-    request: HttpRequest, agent: Agent, new_secret: str | None = None
+    request: OrganizationRequest, agent: Agent, new_secret: str | None = None
 ) -> HttpResponse:
-    organization = request.organization  # type: ignore[attr-defined]
+    organization = request.organization
     recent = WebhookMessage.objects.filter(
         organization=organization, escalation__agent=agent, kind=WebhookMessage.Kind.CALLBACK
     )
@@ -82,14 +83,14 @@ def _agent_callbacks_page(
             "new_secret": new_secret,
             "disabled_endpoints": agent.callback_endpoints.exclude(disabled_at=None),
             "callback_messages": _recent(recent),
-            "can_manage": request.membership.role in MANAGERS,  # type: ignore[attr-defined]
+            "can_manage": request.membership.role in MANAGERS,
         },
     )
 
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
+def agent_callback_secret_rotate(request: OrganizationRequest, public_id: str) -> HttpResponse:
     agent = _agent(request, public_id)
     plaintext = services.agent_webhook_secret_rotate(agent=agent, actor=_actor(request))
     return _agent_callbacks_page(request, agent, new_secret=plaintext)
@@ -97,11 +98,13 @@ def agent_callback_secret_rotate(request: HttpRequest, public_id: str) -> HttpRe
 
 @role_required(*MANAGERS)
 @require_POST
-def agent_callback_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
+def agent_callback_replay(
+    request: OrganizationRequest, public_id: str, message_id: str
+) -> HttpResponse:
     agent = _agent(request, public_id)
     message = get_by_public_id_or_404(
         WebhookMessage.objects.filter(
-            organization=request.organization,  # type: ignore[attr-defined]
+            organization=request.organization,
             escalation__agent=agent,
             kind=WebhookMessage.Kind.CALLBACK,
         ),
@@ -131,13 +134,13 @@ class WebhookEndpointForm(forms.Form):
             raise forms.ValidationError("Enter an http(s) URL with a host.") from None
 
 
-def _endpoints(request: HttpRequest) -> QuerySet[WebhookEndpoint]:
-    return WebhookEndpoint.objects.filter(organization=request.organization)  # type: ignore[attr-defined]
+def _endpoints(request: OrganizationRequest) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(organization=request.organization)
 
 
 @role_required(*MANAGERS)
 @require_http_methods(["GET", "POST"])
-def webhook_endpoints(request: HttpRequest) -> HttpResponse:
+def webhook_endpoints(request: OrganizationRequest) -> HttpResponse:
     form = WebhookEndpointForm()
     if request.method == "POST":
         form = WebhookEndpointForm(request.POST)
@@ -171,13 +174,13 @@ def _endpoint_page(
 
 @role_required(*MANAGERS)
 @require_GET
-def webhook_endpoint(request: HttpRequest, public_id: str) -> HttpResponse:
+def webhook_endpoint(request: OrganizationRequest, public_id: str) -> HttpResponse:
     return _endpoint_page(request, get_by_public_id_or_404(_endpoints(request), "whk", public_id))
 
 
 @role_required(*MANAGERS)
 @require_POST
-def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
+def webhook_endpoint_rotate(request: OrganizationRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     plaintext = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
     endpoint.refresh_from_db()
@@ -186,7 +189,7 @@ def webhook_endpoint_rotate(request: HttpRequest, public_id: str) -> HttpRespons
 
 @role_required(*MANAGERS)
 @require_POST
-def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpResponse:
+def webhook_endpoint_enable(request: OrganizationRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     services.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
     messages.success(request, "Webhook enabled again.")
@@ -195,7 +198,7 @@ def webhook_endpoint_enable(request: HttpRequest, public_id: str) -> HttpRespons
 
 @role_required(*MANAGERS)
 @require_POST
-def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+def webhook_endpoint_delete(request: OrganizationRequest, public_id: str) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     services.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
     messages.success(request, f"Webhook {endpoint.url} deleted.")
@@ -204,7 +207,9 @@ def webhook_endpoint_delete(request: HttpRequest, public_id: str) -> HttpRespons
 
 @role_required(*MANAGERS)
 @require_POST
-def webhook_message_replay(request: HttpRequest, public_id: str, message_id: str) -> HttpResponse:
+def webhook_message_replay(
+    request: OrganizationRequest, public_id: str, message_id: str
+) -> HttpResponse:
     endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
     _replay(request, get_by_public_id_or_404(endpoint.messages.all(), "msg", message_id))
     return redirect("webhook_endpoint", public_id=endpoint.public_id)

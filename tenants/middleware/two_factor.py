@@ -86,11 +86,12 @@ class TwoFactorMiddleware:
         return redirect if redirect is not None else self.get_response(request)
 
     def _redirect(self, request: HttpRequest) -> HttpResponse | None:
-        user = request.user
+        user: Any = request.user  # as OTPMiddleware wraps it, with is_verified()
         path = request.path
         if not user.is_authenticated or path.startswith(_ALWAYS_OPEN):
             return None
-        pending = second_factor_pending(user, getattr(request, "organization", None))
+        organization: Organization | None = getattr(request, "organization", None)
+        pending = second_factor_pending(user, organization)
         admin = path.startswith("/admin/")
         if pending is None and admin and not user.is_verified():
             pending = SETUP
@@ -99,11 +100,12 @@ class TwoFactorMiddleware:
         if pending == SETUP and path.startswith(_OPEN_FOR_SETUP):
             return None
         if pending == SETUP:
+            # Outside the admin, a device is only ever asked for by the organization's rule.
             messages.info(
                 request,
                 "Django admin needs two-factor authentication: set it up to continue."
-                if admin
-                else f"{request.organization.name} requires two-factor authentication: "  # type: ignore[attr-defined]
+                if admin or organization is None
+                else f"{organization.name} requires two-factor authentication: "
                 "set it up to continue.",
             )
         target = reverse("two_factor_verify" if pending == VERIFY else "two_factor_setup")

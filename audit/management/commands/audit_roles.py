@@ -70,8 +70,8 @@ class Command(BaseCommand):
         for name, role in ((owner_name, owner), (app_name, app)):
             if not self._role_exists(name):
                 statements.append(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-        for kind, name in self._owned_objects():
-            statements.append(sql.SQL(f"ALTER {kind} {{}} OWNER TO {{}}").format(name, owner))
+        for kind, owned in self._owned_objects():
+            statements.append(sql.SQL(f"ALTER {kind} {{}} OWNER TO {{}}").format(owned, owner))
         everything = [
             "REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC",
             "GRANT USAGE, CREATE ON SCHEMA {schema} TO {owner}",
