@@ -13,6 +13,7 @@ COPY audit audit
 COPY tenants tenants
 COPY escalations escalations
 COPY notifications notifications
+COPY webhooks webhooks
 COPY templates templates
 COPY static static
 RUN /opt/build-tools/bin/python -m build --wheel --outdir /dist . \

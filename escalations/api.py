@@ -51,11 +51,11 @@ def _escalations(request: ApiRequest) -> Any:
 
 
 def _get(request: ApiRequest, public_id: str) -> Escalation:
-    escalation = get_for_organization_or_404(
+    # Tagged before the lookup, so that the log line of a 404 names what was asked for.
+    escalation_var.set(public_id)
+    return get_for_organization_or_404(
         _escalations(request), request.organization, public_id, prefix="esc"
     )
-    escalation_var.set(public_id)
-    return escalation
 
 
 LIST_PARAMETERS = frozenset({"status", "external_id", "agent", "limit", "cursor"})
