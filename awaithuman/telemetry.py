@@ -81,13 +81,19 @@ def trace_carrier() -> dict[str, str]:
 
 @contextlib.contextmanager
 def continued(carrier: dict[str, str] | None, name: str) -> Iterator[None]:
-    """Run the block as a span ``name`` in the trace ``carrier`` names (as is, without one)."""
+    """Run the block as a span ``name`` in the trace ``carrier`` names (as is, without one).
+
+    The span links to the span that was current, if any (the request or task that runs the
+    block), so that its own trace still leads here.
+    """
     if not _configured or not carrier:
         yield
         return
+    current = trace.get_current_span().get_span_context()
+    links = [trace.Link(current)] if current.is_valid else []
     token = otel_context.attach(propagate.extract(carrier))
     try:
-        with trace.get_tracer(__name__).start_as_current_span(name):
+        with trace.get_tracer(__name__).start_as_current_span(name, links=links):
             yield
     finally:
         otel_context.detach(token)

@@ -90,6 +90,9 @@ class Escalation(models.Model):
     decision_channel = models.CharField(max_length=16, blank=True)
     # An approval's signed receipt (``escalations.receipts``), signed once when it is decided.
     receipt = models.TextField(blank=True, default="", editable=False)
+    # The W3C trace context of the request that created it, with tracing on (``{}`` without):
+    # its answer continues that trace, so create → notification → decision → callback is one.
+    trace_carrier = models.JSONField(default=dict, db_default={}, blank=True, editable=False)
     # Set once its payloads were replaced by their digests (``escalations.redaction``).
     redacted_at = models.DateTimeField(null=True, blank=True)
     redaction_reason = models.CharField(max_length=500, blank=True)

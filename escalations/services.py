@@ -15,7 +15,7 @@ from typing import Any
 from django.utils import timezone
 
 from audit.services import SYSTEM_ACTOR, audit_record, payload_digest
-from awaithuman import metrics
+from awaithuman import metrics, telemetry
 from tenants.billing import escalation_quota_consume
 from tenants.models import Agent, ApiKey, Membership, Organization
 
@@ -64,6 +64,7 @@ def escalation_create(
         expires_at=now + timedelta(seconds=timeout_seconds),
         policy_snapshot=snapshot,
         required_approvals=(snapshot or {}).get("required_approvals") or 1,
+        trace_carrier=telemetry.trace_carrier(),
     )
     automatic = evaluation.outcome in ("auto_approve", "auto_reject") and snapshot is not None
     levels = policy_levels(escalation)
@@ -205,7 +206,6 @@ _OUTCOMES_BY_KIND: dict[str, set[str]] = {
 REJECT_REASON_REQUIRED = "Say why you reject: this organization asks for a reason, for the agent."
 
 
-@atomic_audited
 def response_submit(
     *,
     escalation: Escalation,
@@ -220,7 +220,34 @@ def response_submit(
 
     Approvals need ``required_approvals`` distinct members; one rejection rejects; an answer to a
     question decides it. The typed payload is validated against ``response_schema``.
+
+    With tracing on, the answer runs in the trace of the request that created the escalation
+    (linked to the answering request's own), so its outbox events, and the callback they cause,
+    stay in the create's trace.
     """
+    with telemetry.continued(escalation.trace_carrier, "escalation answered"):
+        return _response_recorded(
+            escalation=escalation,
+            membership=membership,
+            outcome=outcome,
+            response=response,
+            comment=comment,
+            edited_arguments=edited_arguments,
+            channel=channel,
+        )
+
+
+@atomic_audited
+def _response_recorded(
+    *,
+    escalation: Escalation,
+    membership: Membership,
+    outcome: str,
+    response: Any,
+    comment: str,
+    edited_arguments: dict[str, Any] | None,
+    channel: str,
+) -> Response:
     escalation = locked(escalation)
     if refusal := rules.answer_refusal(escalation, membership):
         raise refusal

@@ -96,7 +96,7 @@ def until(condition: Any, what: str, stack: Stack, timeout: float = 45) -> Any:
     raise AssertionError(f"{what} did not happen within {timeout}s:\n{stack.output()}\n{COLLECTED}")
 
 
-def test_create_and_notification_share_a_trace_as_do_decision_and_callback(
+def test_create_notification_decision_and_callback_are_one_trace(
     tmp_path: Path, smtp_server: SmtpServer, receiver: Receiver, collector: Collector
 ) -> None:
     with production_stack(tmp_path) as stack:
@@ -149,18 +149,20 @@ def test_create_and_notification_share_a_trace_as_do_decision_and_callback(
         )
         assert answered.status_code == 201, answered.text
         (callback,) = until(lambda: receiver.requests, "the callback", stack)
-        decision_trace = callback.headers["traceparent"].split("-")[1]
-        assert decision_trace != create_trace
+        # The answer continues the create's trace: one trace from create to callback.
+        assert callback.headers["traceparent"].split("-")[1] == create_trace
         until(
-            lambda: (
-                collector.services_in(decision_trace) == {"awaithuman-web", "awaithuman-worker"}
+            lambda: any(
+                service == "awaithuman-web" and name == "escalation answered"
+                for service, trace, name in collector.spans
+                if trace == create_trace
             ),
-            "the decision's trace in both processes",
+            "the answer's span in the create's trace",
             stack,
         )
-        web_spans = {
+        worker_spans = {
             name
             for service, trace, name in collector.spans
-            if trace == decision_trace and service == "awaithuman-web"
+            if trace == create_trace and service == "awaithuman-worker"
         }
-        assert any("responses" in name for name in web_spans), web_spans
+        assert "outbox notifications.callbacks" in worker_spans, worker_spans
