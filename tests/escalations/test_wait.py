@@ -81,9 +81,13 @@ async def test_many_waiters_on_one_escalation_all_wake(acme):
 
 async def test_a_claim_does_not_end_the_wait(acme):
     created = await sync_to_async(create_escalation)(acme)
-    waiter = asyncio.create_task(wait(acme.agent_key, created["id"], "?timeout=1", timeout=10))
+    # The wait's own timeout leaves the claim seconds to land, even on a loaded machine; a wait
+    # that returned before the claim would show it unclaimed.
+    waiter = asyncio.create_task(wait(acme.agent_key, created["id"], "?timeout=3", timeout=15))
     await asyncio.sleep(0.2)
     await sync_to_async(acme.client_for("bob").post)(f"/api/v1/escalations/{created['id']}/claim")
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
     result = await waiter
     assert result["body"]["status"] == "pending"
     assert result["body"]["claimed_by"]["email"] == "bob@acme.test"
