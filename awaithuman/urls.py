@@ -29,7 +29,7 @@ urlpatterns = [
     path("hooks/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("", include("tenants.urls")),
-    path("", include("tenants.billing_urls")),
+    path("", include("tenants.console_urls")),
     path("org/overview/", overview.overview, name="overview"),
     path("account/", include("allauth.urls")),
     path("", include("escalations.console_urls")),
