@@ -22,7 +22,7 @@ from escalations.models import Escalation, Response
 from escalations.services import response_submit
 from tenants.models import Membership
 
-from .messages import console_url, is_simple_approval, outcome_text
+from .messages import is_simple_approval, outcome_text
 from .models import ChannelAnswerCode
 
 _SMS_ANSWER = re.compile(
@@ -150,7 +150,7 @@ def answer_from_channel(
         outcome == Response.Outcome.APPROVE and not is_simple_approval(escalation)
     )
     if needs_console:
-        return False, f"This one needs a typed answer: {console_url(escalation)}"
+        return False, f"This one needs a typed answer: {escalation.console_url}"
     try:
         response_submit(
             escalation=escalation,
@@ -168,7 +168,7 @@ def answer_from_channel(
             if channel in ("sms", "whatsapp"):
                 how = f"reply NO {answer_code.code} and your reason"
             else:
-                how = f"reject in the console with one: {console_url(escalation)}"
+                how = f"reject in the console with one: {escalation.console_url}"
             return False, f"{escalation.organization.name} asks for a reason to reject: {how}"
         return False, str(problem.detail)
     ChannelAnswerCode.objects.filter(pk=answer_code.pk, used_at=None).update(used_at=timezone.now())

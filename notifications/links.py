@@ -72,8 +72,3 @@ def action_claim(token: str) -> ActionClaim:
         membership=str(value.get("m", "")),
         outcome=str(value["o"]),
     )
-
-
-def console_url(escalation: Escalation) -> str:
-    path = reverse("queue:escalation", args=[escalation.public_id])
-    return f"{settings.AWAITHUMAN_BASE_URL}{path}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
 from escalations.models import Escalation
@@ -18,10 +17,6 @@ def is_simple_approval(escalation: Escalation) -> bool:
     return escalation.kind == Escalation.Kind.APPROVAL and not answer_errors(
         escalation.response_schema, {}
     )
-
-
-def console_url(escalation: Escalation) -> str:
-    return f"{settings.AWAITHUMAN_BASE_URL}/escalations/{escalation.public_id}/"
 
 
 def action_line(escalation: Escalation) -> str:

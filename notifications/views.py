@@ -88,7 +88,7 @@ def action(request: HttpRequest, token: str) -> HttpResponse:
         "escalation": escalation,
         "outcome": claim.outcome,
         "member": delivery.membership,
-        "console_url": links.console_url(escalation),
+        "console_url": escalation.console_url,
         **escalation_summary(escalation),
     }
     conflict = 409 if request.method == "POST" else 200

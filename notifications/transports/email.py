@@ -94,7 +94,7 @@ class EmailTransport(Transport):
             "delivery": delivery,
             "kind": delivery.kind,
             "agent": escalation.agent.name,
-            "console_url": links.console_url(escalation),
+            "console_url": escalation.console_url,
             "approve_url": links.action_url(delivery, "approve") if one_click else "",
             "reject_url": links.action_url(delivery, "reject") if one_click else "",
             **escalation_summary(escalation),

@@ -22,7 +22,7 @@ from pywebpush import WebPusher
 from awaithuman.outbound import OutboundRefused, outbound_client
 from escalations.models import Escalation
 from notifications.answer_codes import answer_code_for, push_answer_token
-from notifications.messages import console_url, is_simple_approval, outcome_sentence, summary_text
+from notifications.messages import is_simple_approval, outcome_sentence, summary_text
 from notifications.models import ContactPoint, Delivery
 
 from . import http
@@ -121,7 +121,7 @@ class PushTransport(Transport):
             "tag": escalation.public_id,
             "title": escalation.title,
             "body": summary_text(escalation).partition("\n")[2] or "Waiting for your answer.",
-            "url": console_url(escalation),
+            "url": escalation.console_url,
         }
         if is_simple_approval(escalation):
             answer_code = answer_code_for(
@@ -154,7 +154,7 @@ class PushTransport(Transport):
                 "tag": escalation.public_id,
                 "title": escalation.title,
                 "body": outcome_sentence(escalation),
-                "url": console_url(escalation),
+                "url": escalation.console_url,
             },
             ttl=3600,
             urgency="low",

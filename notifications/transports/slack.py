@@ -19,7 +19,6 @@ from django.conf import settings
 from escalations.models import Escalation
 from notifications.answer_codes import answer_code_for
 from notifications.messages import (
-    console_url,
     is_simple_approval,
     outcome_sentence,
     outcome_text,
@@ -99,7 +98,7 @@ def _blocks(escalation: Escalation, *, token: str | None, footer: str | None) ->
             "type": "button",
             "action_id": "awaithuman_open",
             "text": {"type": "plain_text", "text": "Open in console"},
-            "url": console_url(escalation),
+            "url": escalation.console_url,
         }
     )
     if footer is None:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from notifications.answer_codes import answer_code_for
-from notifications.messages import console_url, is_simple_approval, outcome_sentence, summary_text
+from notifications.messages import is_simple_approval, outcome_sentence, summary_text
 from notifications.models import ContactPoint, Delivery
 
 from . import http
@@ -89,8 +89,8 @@ class TelegramTransport(Transport):
                 ]
             )
         # Telegram refuses URL buttons that point at localhost or plain http.
-        if console_url(escalation).startswith("https://"):
-            keyboard.append([{"text": "Open in console", "url": console_url(escalation)}])
+        if escalation.console_url.startswith("https://"):
+            keyboard.append([{"text": "Open in console", "url": escalation.console_url}])
         payload: dict[str, Any] = {
             "chat_id": contact_point.address,
             "text": self._text(delivery),
@@ -104,7 +104,7 @@ class TelegramTransport(Transport):
 
     def _text(self, delivery: Delivery) -> str:
         escalation = delivery.escalation
-        return f"{summary_text(escalation)}\n\n{console_url(escalation)}"
+        return f"{summary_text(escalation)}\n\n{escalation.console_url}"
 
     def update_after_decision(self, delivery: Delivery) -> None:
         chat_id, _, message_id = delivery.provider_id.rpartition(":")

@@ -25,7 +25,7 @@ from django.urls import reverse
 
 from escalations.models import Escalation
 from notifications.answer_codes import answer_code_for
-from notifications.messages import console_url, is_simple_approval, summary_text
+from notifications.messages import is_simple_approval, summary_text
 from notifications.models import ContactPoint, Delivery
 
 from . import http
@@ -104,7 +104,7 @@ class SmsTransport(Transport):
             text += f"Reply YES {code} to approve or NO {code} <reason> to reject.\n"
         else:
             text += "Answer in the console: "
-        text += console_url(escalation)
+        text += escalation.console_url
         return self._message(contact_point.address, body=text)
 
     def send_test(self, contact_point: ContactPoint) -> str:
@@ -170,7 +170,7 @@ class WhatsAppTransport(SmsTransport):
             variables = {
                 "1": summary_text(escalation)[:900],
                 "2": code,
-                "3": console_url(escalation),
+                "3": escalation.console_url,
             }
             return self._message(
                 contact_point.address,
