@@ -43,9 +43,10 @@ def is_public_id(value: str, prefix: str) -> bool:
 
 
 def get_by_public_id_or_404(queryset: QuerySet[ModelT], prefix: str, public_id: str) -> ModelT:
-    """The one object of ``queryset`` (already narrowed to the organization or the person) with
-    this ``prefix`` id, else 404: another tenant's object, a missing one and a malformed id all
-    look the same, and a malformed id never reaches the database."""
+    """The one object of ``queryset`` (already narrowed to the person, as for one's own contact
+    points) with this ``prefix`` id, else 404: another tenant's object, a missing one and a
+    malformed id all look the same, and a malformed id never reaches the database. An
+    organization's objects are looked up with ``tenants.lookups.get_for_organization_or_404``."""
     if not is_public_id(public_id, prefix):
         raise Http404
     found = queryset.filter(public_id=public_id).first()

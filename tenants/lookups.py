@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import TypeVar
 
 from django.db.models import Model, QuerySet
-from django.http import Http404
-from django.shortcuts import get_object_or_404
 
-from .ids import is_public_id
+from .ids import get_by_public_id_or_404
 from .models import Organization
 
 ModelT = TypeVar("ModelT", bound=Model)
@@ -28,8 +26,11 @@ def get_for_organization_or_404(
     on ``organization_id`` so it serves foreign keys and ``audit``'s plain organization ids alike;
     a queryset passed in keeps its ``select_related`` and its own narrowing.
     """
-    if not is_public_id(public_id, prefix):
-        raise Http404
-    return get_object_or_404(
-        queryset_or_model, organization_id=organization.pk, public_id=public_id
+    queryset = (
+        queryset_or_model
+        if isinstance(queryset_or_model, QuerySet)
+        else queryset_or_model._default_manager.all()
+    )
+    return get_by_public_id_or_404(
+        queryset.filter(organization_id=organization.pk), prefix, public_id
     )

@@ -43,8 +43,8 @@ from .forms import (
     OrganizationSettingsForm,
     RoleForm,
 )
-from .ids import get_by_public_id_or_404
-from .models import PERSONAL_SCOPES, ApiKey, Membership, Scope
+from .lookups import get_for_organization_or_404
+from .models import PERSONAL_SCOPES, Agent, ApiKey, Membership, Scope
 from .requests import OrganizationRequest
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
@@ -125,7 +125,7 @@ def agents(request: OrganizationRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def agent(request: OrganizationRequest, public_id: str) -> HttpResponse:
     organization = request.organization
-    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_for_organization_or_404(Agent, organization, public_id, prefix="agt")
     form = AgentApiKeyForm()
     issued = None
     if request.method == "POST":
@@ -174,7 +174,7 @@ def _agent_page(
 @require_POST
 def agent_disable(request: OrganizationRequest, public_id: str) -> HttpResponse:
     organization = request.organization
-    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_for_organization_or_404(Agent, organization, public_id, prefix="agt")
     services.agent_disable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is disabled: all its keys are refused.")
     return redirect("agent", public_id=agent.public_id)
@@ -184,7 +184,7 @@ def agent_disable(request: OrganizationRequest, public_id: str) -> HttpResponse:
 @require_POST
 def agent_enable(request: OrganizationRequest, public_id: str) -> HttpResponse:
     organization = request.organization
-    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_for_organization_or_404(Agent, organization, public_id, prefix="agt")
     services.agent_enable(agent=agent, actor=_actor(request))
     messages.success(request, f"Agent {agent.name} is enabled again.")
     return redirect("agent", public_id=agent.public_id)
@@ -195,7 +195,7 @@ def agent_enable(request: OrganizationRequest, public_id: str) -> HttpResponse:
 def agent_key_roll(request: OrganizationRequest, public_id: str, key_id: str) -> HttpResponse:
     """A new key replaces this one; the old one keeps working for the chosen grace period."""
     organization = request.organization
-    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_for_organization_or_404(Agent, organization, public_id, prefix="agt")
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     form = KeyRollForm(request.POST)
     if not form.is_valid():
@@ -218,7 +218,7 @@ def agent_key_roll(request: OrganizationRequest, public_id: str, key_id: str) ->
 @require_POST
 def agent_key_revoke(request: OrganizationRequest, public_id: str, key_id: str) -> HttpResponse:
     organization = request.organization
-    agent = get_by_public_id_or_404(organization.agents.all(), "agt", public_id)
+    agent = get_for_organization_or_404(Agent, organization, public_id, prefix="agt")
     api_key = _key_or_404(agent.api_keys.all(), key_id)
     services.api_key_revoke(api_key=api_key, actor=_actor(request))
     messages.success(request, f"Key {api_key} revoked; it stops working at once.")
@@ -332,8 +332,8 @@ def members(request: OrganizationRequest) -> HttpResponse:
 
 def _member_or_404(request: OrganizationRequest, public_id: str) -> Membership:
     organization = request.organization
-    return get_by_public_id_or_404(
-        organization.memberships.select_related("user"), "mem", public_id
+    return get_for_organization_or_404(
+        organization.memberships.select_related("user"), organization, public_id, prefix="mem"
     )
 
 
@@ -377,7 +377,9 @@ def member_remove(request: OrganizationRequest, public_id: str) -> HttpResponse:
 @require_POST
 def invitation_revoke(request: OrganizationRequest, public_id: str) -> HttpResponse:
     organization = request.organization
-    invitation = get_by_public_id_or_404(organization.invitations.all(), "inv", public_id)
+    invitation = get_for_organization_or_404(
+        organization.invitations.all(), organization, public_id, prefix="inv"
+    )
     memberships.invitation_revoke(invitation=invitation, actor=_actor(request))
     messages.success(request, f"Invitation to {invitation.email} withdrawn.")
     return redirect("members")

@@ -15,7 +15,7 @@ from awaithuman.middleware import escalation_var
 from escalations.errors import conflict, forbidden
 from escalations.models import Escalation
 from tenants.api import KeyedAPIView
-from tenants.ids import get_by_public_id_or_404
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Scope
 from tenants.requests import ApiRequest
 
@@ -52,8 +52,8 @@ class CallbackListSerializer(serializers.Serializer):
 
 
 def _escalation(request: ApiRequest, public_id: str) -> Escalation:
-    escalation = get_by_public_id_or_404(
-        Escalation.objects.filter(organization=request.organization), "esc", public_id
+    escalation = get_for_organization_or_404(
+        Escalation, request.organization, public_id, prefix="esc"
     )
     escalation_var.set(public_id)
     return escalation

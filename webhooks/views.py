@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from awaithuman.problems import ApiProblem
 from escalations.serializers import CallbackUrlField
 from tenants.console import role_required
-from tenants.ids import get_by_public_id_or_404
+from tenants.lookups import get_for_organization_or_404
 from tenants.models import Agent, Membership
 from tenants.requests import OrganizationRequest
 
@@ -37,7 +37,7 @@ RECENT = 50
 
 
 def _agent(request: OrganizationRequest, public_id: str) -> Agent:
-    return get_by_public_id_or_404(request.organization.agents.all(), "agt", public_id)
+    return get_for_organization_or_404(Agent, request.organization, public_id, prefix="agt")
 
 
 def _actor(request: OrganizationRequest) -> dict[str, Any]:
@@ -102,14 +102,11 @@ def agent_callback_replay(
     request: OrganizationRequest, public_id: str, message_id: str
 ) -> HttpResponse:
     agent = _agent(request, public_id)
-    message = get_by_public_id_or_404(
-        WebhookMessage.objects.filter(
-            organization=request.organization,
-            escalation__agent=agent,
-            kind=WebhookMessage.Kind.CALLBACK,
-        ),
-        "msg",
+    message = get_for_organization_or_404(
+        WebhookMessage.objects.filter(escalation__agent=agent, kind=WebhookMessage.Kind.CALLBACK),
+        request.organization,
         message_id,
+        prefix="msg",
     )
     _replay(request, message)
     return redirect("agent_callbacks", public_id=agent.public_id)
@@ -136,6 +133,12 @@ class WebhookEndpointForm(forms.Form):
 
 def _endpoints(request: OrganizationRequest) -> QuerySet[WebhookEndpoint]:
     return WebhookEndpoint.objects.filter(organization=request.organization)
+
+
+def _endpoint(request: OrganizationRequest, public_id: str) -> WebhookEndpoint:
+    return get_for_organization_or_404(
+        WebhookEndpoint, request.organization, public_id, prefix="whk"
+    )
 
 
 @role_required(*MANAGERS)
@@ -175,13 +178,13 @@ def _endpoint_page(
 @role_required(*MANAGERS)
 @require_GET
 def webhook_endpoint(request: OrganizationRequest, public_id: str) -> HttpResponse:
-    return _endpoint_page(request, get_by_public_id_or_404(_endpoints(request), "whk", public_id))
+    return _endpoint_page(request, _endpoint(request, public_id))
 
 
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_rotate(request: OrganizationRequest, public_id: str) -> HttpResponse:
-    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
+    endpoint = _endpoint(request, public_id)
     plaintext = services.webhook_endpoint_rotate_secret(endpoint=endpoint, actor=_actor(request))
     endpoint.refresh_from_db()
     return _endpoint_page(request, endpoint, new_secret=plaintext)
@@ -190,7 +193,7 @@ def webhook_endpoint_rotate(request: OrganizationRequest, public_id: str) -> Htt
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_enable(request: OrganizationRequest, public_id: str) -> HttpResponse:
-    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
+    endpoint = _endpoint(request, public_id)
     services.webhook_endpoint_enable(endpoint=endpoint, actor=_actor(request))
     messages.success(request, "Webhook enabled again.")
     return redirect("webhook_endpoint", public_id=endpoint.public_id)
@@ -199,7 +202,7 @@ def webhook_endpoint_enable(request: OrganizationRequest, public_id: str) -> Htt
 @role_required(*MANAGERS)
 @require_POST
 def webhook_endpoint_delete(request: OrganizationRequest, public_id: str) -> HttpResponse:
-    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
+    endpoint = _endpoint(request, public_id)
     services.webhook_endpoint_delete(endpoint=endpoint, actor=_actor(request))
     messages.success(request, f"Webhook {endpoint.url} deleted.")
     return redirect("webhook_endpoints")
@@ -210,6 +213,11 @@ def webhook_endpoint_delete(request: OrganizationRequest, public_id: str) -> Htt
 def webhook_message_replay(
     request: OrganizationRequest, public_id: str, message_id: str
 ) -> HttpResponse:
-    endpoint = get_by_public_id_or_404(_endpoints(request), "whk", public_id)
-    _replay(request, get_by_public_id_or_404(endpoint.messages.all(), "msg", message_id))
+    endpoint = _endpoint(request, public_id)
+    _replay(
+        request,
+        get_for_organization_or_404(
+            endpoint.messages.all(), request.organization, message_id, prefix="msg"
+        ),
+    )
     return redirect("webhook_endpoint", public_id=endpoint.public_id)
