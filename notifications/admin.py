@@ -8,29 +8,11 @@ not shown.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.db.models import Model
-from django.http import HttpRequest
+
+from awaithuman.admin_base import ReadOnlyAdmin
 
 from .models import ChannelAnswerCode, ContactPoint, Delivery, NotificationPreference
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Every shown field read-only; add, change and delete refused (the view stays)."""
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
-        return [field.name for field in self.model._meta.fields if field.name not in self.exclude]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 @admin.register(ContactPoint)
