@@ -21,7 +21,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Every shown field read-only; add, change and delete refused (the view stays)."""
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
-        return [field.name for field in self.model._meta.fields if field.name not in self.exclude]
+        exclude = self.exclude or ()
+        return [field.name for field in self.model._meta.fields if field.name not in exclude]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
