@@ -13,10 +13,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Every shown field read-only; add, change and delete refused (the view stays). Fields in
     ``exclude`` (secrets) are not shown at all."""
 
-    exclude: Any = ()
-
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
-        return [field.name for field in self.model._meta.fields if field.name not in self.exclude]
+        exclude = self.exclude or ()
+        return [field.name for field in self.model._meta.fields if field.name not in exclude]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -37,8 +37,10 @@ application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
-                re_path(r"^api/v1/escalations/(?P<public_id>[^/]+)/wait/?$", wait_endpoint),
-                re_path(r"", django_application),
+                # Channels' URLRouter routes to ASGI applications; django-stubs types re_path's
+                # second argument as a Django view only.
+                re_path(r"^api/v1/escalations/(?P<public_id>[^/]+)/wait/?$", wait_endpoint),  # type: ignore[arg-type]
+                re_path(r"", django_application),  # type: ignore[arg-type]
             ]
         ),
         "websocket": ExactOriginValidator(

@@ -248,16 +248,14 @@ class PolicyAdmin(OrganizationScopedAdmin):
             else managed_organizations(request)
         )
         policy = None
-        if request.GET.get("policy"):
-            policy = self.get_queryset(request).filter(pk=request.GET["policy"]).first()
+        if policy_pk := request.GET.get("policy"):
+            policy = self.get_queryset(request).filter(pk=policy_pk).first()
         data = request.POST if request.method == "POST" else request.GET
         condition = data.get("condition", policy.condition if policy else "")
+        organization_pk = data.get("organization") or (policy.organization_id if policy else None)
         organization = (
-            organizations.filter(
-                pk=data.get("organization") or (policy.organization_id if policy else None)
-            ).first()
-            or organizations.first()
-        )
+            organizations.filter(pk=organization_pk).first() if organization_pk else None
+        ) or organizations.first()
         sample = data.get("sample", "")
         result = None
         if request.method == "POST" and organization is not None:

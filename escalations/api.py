@@ -12,7 +12,7 @@ from rest_framework.response import Response as HttpResponse
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
 from tenants.lookups import get_for_organization_or_404
-from tenants.models import Scope
+from tenants.models import Agent, Membership, Scope
 from tenants.requests import ApiRequest
 
 from . import idempotency, policies, services
@@ -34,14 +34,18 @@ PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/pr
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
 
 
-def _agent_only(request: ApiRequest) -> None:
+def _agent_only(request: ApiRequest) -> Agent:
+    """The agent whose key made the request; a personal key is refused."""
     if request.agent is None:
         raise forbidden("Only an agent's API key can do this; personal keys answer, not ask.")
+    return request.agent
 
 
-def _member_only(request: ApiRequest) -> None:
+def _member_only(request: ApiRequest) -> Membership:
+    """The member whose personal key made the request; an agent's key is refused."""
     if request.membership is None:
         raise forbidden("Agent keys can never claim or answer; use a member's personal API key.")
+    return request.membership
 
 
 def _escalations(request: ApiRequest) -> Any:
@@ -115,14 +119,14 @@ class EscalationListCreateView(KeyedAPIView):
         responses={201: EscalationSerializer, 200: EscalationSerializer, **PROBLEMS},
     )
     def post(self, request: ApiRequest) -> HttpResponse:
-        _agent_only(request)
+        agent = _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
 
         def create() -> tuple[int, dict[str, Any]]:
             escalation = services.escalation_create(
                 organization=request.organization,
-                agent=request.agent,
+                agent=agent,
                 api_key=request.api_key,
                 data=serializer.validated_data,
             )
@@ -178,9 +182,9 @@ class EscalationClaimView(KeyedAPIView):
         responses={200: EscalationSerializer, **PROBLEMS},
     )
     def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
-        _member_only(request)
+        membership = _member_only(request)
         escalation = services.escalation_claim(
-            escalation=_get(request, public_id), membership=request.membership
+            escalation=_get(request, public_id), membership=membership
         )
         return HttpResponse(escalation_data(_get(request, escalation.public_id)))
 
@@ -190,9 +194,9 @@ class EscalationClaimView(KeyedAPIView):
         responses={200: EscalationSerializer, **PROBLEMS},
     )
     def delete(self, request: ApiRequest, public_id: str) -> HttpResponse:
-        _member_only(request)
+        membership = _member_only(request)
         escalation = services.escalation_release(
-            escalation=_get(request, public_id), membership=request.membership
+            escalation=_get(request, public_id), membership=membership
         )
         return HttpResponse(escalation_data(_get(request, escalation.public_id)))
 
@@ -206,14 +210,14 @@ class ResponseCreateView(KeyedAPIView):
         responses={201: EscalationSerializer, **PROBLEMS},
     )
     def post(self, request: ApiRequest, public_id: str) -> HttpResponse:
-        _member_only(request)
+        membership = _member_only(request)
         escalation = _get(request, public_id)
         serializer = ResponseCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.response_submit(
             escalation=escalation,
-            membership=request.membership,
+            membership=membership,
             outcome=data["outcome"],
             response=data.get("response"),
             comment=data.get("comment", ""),
@@ -234,13 +238,11 @@ class PolicyEvaluateView(KeyedAPIView):
         responses={200: PolicyEvaluationSerializer, **PROBLEMS},
     )
     def post(self, request: ApiRequest) -> HttpResponse:
-        _agent_only(request)
+        agent = _agent_only(request)
         serializer = EscalationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        result = policies.policy_evaluate(
-            organization=request.organization, agent=request.agent, data=data
-        )
+        result = policies.policy_evaluate(organization=request.organization, agent=agent, data=data)
         return HttpResponse(result.as_dict(kind=data["kind"], data=data))
 
 

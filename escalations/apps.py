@@ -12,7 +12,8 @@ class EscalationsConfig(AppConfig):
         from audit.services import on_unsealed_commit
         from tenants import hooks as tenant_hooks
 
-        from . import checkpoints, hooks, live, outbox, services, wakeups
+        # tasks: registers the Celery tasks (outbox_nudge queues the dispatch by name).
+        from . import checkpoints, hooks, live, outbox, services, tasks, wakeups  # noqa: F401
 
         # New audit events are sealed by the same dispatch that runs the outbox.
         on_unsealed_commit(outbox.nudge_on_commit)

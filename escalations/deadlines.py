@@ -24,7 +24,8 @@ from .models import Escalation
 from .outbox import outbox_write_many
 from .receipts import receipt_sign
 
-_TIMEOUT_STATUS = {
+# Keyed by the stored value (a plain str from the database; a choice equals its value).
+_TIMEOUT_STATUS: dict[str, Escalation.Status] = {
     Escalation.OnTimeout.APPROVE: Escalation.Status.APPROVED,
     Escalation.OnTimeout.REJECT: Escalation.Status.REJECTED,
     Escalation.OnTimeout.EXPIRE: Escalation.Status.EXPIRED,
@@ -49,7 +50,9 @@ def timers_due(now: datetime | None = None, *, batch: int = 1000) -> int:
                 .filter(status=Escalation.Status.PENDING, next_action_at__lte=now)
                 .order_by("next_action_at")[:batch]
             )
-            metrics.timers_acted([escalation.next_action_at for escalation in due], now)
+            metrics.timers_acted(
+                [e.next_action_at for e in due if e.next_action_at is not None], now
+            )
             _expire_many([escalation for escalation in due if escalation.expires_at <= now], now)
             for escalation in due:
                 if escalation.expires_at > now:

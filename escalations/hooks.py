@@ -29,7 +29,7 @@ class Event:
     payload: dict[str, Any]
 
 
-BatchHandler = Callable[[list[Event]], None]
+BatchHandler = Callable[[list[Event]], object]  # what it returns is not used
 
 
 @dataclass(frozen=True)

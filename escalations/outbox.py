@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
@@ -35,8 +34,9 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from awaithuman import metrics, telemetry
+from awaithuman.celery import app, enqueue
 
-from . import hooks
+from . import hooks, timers
 from .models import OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -265,15 +265,6 @@ def outbox_retry(*, ids: list[int], actor: dict[str, Any]) -> int:
 
 # --- Nudging a dispatcher right after commit -------------------------------------------------
 
-_wake = threading.Event()
-
-
-def wait_for_nudge(timeout: float) -> bool:
-    """For the in-process ticker: sleep up to ``timeout`` or until a commit nudges."""
-    woken = _wake.wait(timeout)
-    _wake.clear()
-    return woken
-
 
 def _redis() -> redis.Redis:
     global _client
@@ -309,14 +300,9 @@ def outbox_nudge() -> None:
     ``SET NX``): a burst of creates shares one task, which drains everything due. A lost nudge
     only delays the effects until the next periodic dispatch.
     """
-    from . import timers
-
-    if timers.ticking_in_process():
-        _wake.set()
+    if timers.nudge():
         return
-    from .tasks import outbox_dispatch_task
-
-    if settings.REDIS_URL and not outbox_dispatch_task.app.conf.task_always_eager:
+    if settings.REDIS_URL and not app.conf.task_always_eager:
         try:
             first = _redis().set(
                 _NUDGE_KEY, "1", nx=True, px=int(settings.OUTBOX_NUDGE_SECONDS * 1000)
@@ -326,9 +312,8 @@ def outbox_nudge() -> None:
             return
         if not first:
             return
-    from awaithuman.celery import enqueue
-
-    enqueue(outbox_dispatch_task, ())
+    # By name: the task module imports this one.
+    enqueue(app.tasks[timers.OUTBOX_TASK], ())
 
 
 def nudge_consumed() -> None:

@@ -224,7 +224,7 @@ def policy_snapshot(policy: Policy) -> dict[str, Any]:
 
 
 DEFAULT_TIMEOUT_SECONDS = 24 * 3600
-DEFAULT_ON_TIMEOUT = {
+DEFAULT_ON_TIMEOUT: dict[str, Escalation.OnTimeout] = {
     Escalation.Kind.APPROVAL: Escalation.OnTimeout.REJECT,
     Escalation.Kind.QUESTION: Escalation.OnTimeout.EXPIRE,
 }

@@ -29,8 +29,15 @@ def terminal_refusal(escalation: Escalation) -> Conflict | None:
     )
 
 
-def _claimed_by_other(escalation: Escalation, detail: str) -> Conflict:
-    return Conflict(detail, code="already-claimed", claimed_by=escalation.assignee.public_id)
+def _other_claimer(escalation: Escalation, membership: Membership) -> Membership | None:
+    """Who holds the claim, when someone other than ``membership`` does."""
+    if escalation.assignee_id in (None, membership.pk):
+        return None
+    return escalation.assignee
+
+
+def _claimed_by_other(claimer: Membership, detail: str) -> Conflict:
+    return Conflict(detail, code="already-claimed", claimed_by=claimer.public_id)
 
 
 def claim_refusal(escalation: Escalation, membership: Membership) -> EscalationError | None:
@@ -40,11 +47,10 @@ def claim_refusal(escalation: Escalation, membership: Membership) -> EscalationE
         return refusal
     if not membership.can_answer:
         return NotAllowed("Viewers cannot claim escalations.")
-    if escalation.assignee_id not in (None, membership.pk):
+    if (claimer := _other_claimer(escalation, membership)) is not None:
+        when = escalation.claimed_at.isoformat() if escalation.claimed_at else "earlier"
         return _claimed_by_other(
-            escalation,
-            f"{escalation.assignee.user.email} claimed this escalation at "
-            f"{escalation.claimed_at.isoformat()}.",
+            claimer, f"{claimer.user.email} claimed this escalation at {when}."
         )
     return None
 
@@ -53,14 +59,11 @@ def release_refusal(escalation: Escalation, membership: Membership) -> Escalatio
     """The claimer releases their claim; admins and owners release anyone's (someone went home)."""
     if refusal := terminal_refusal(escalation):
         return refusal
-    if (
-        escalation.assignee_id not in (None, membership.pk)
-        and membership.role not in Membership.MANAGING_ROLES
+    if membership.role not in Membership.MANAGING_ROLES and (
+        claimer := _other_claimer(escalation, membership)
     ):
         return _claimed_by_other(
-            escalation,
-            f"{escalation.assignee.user.email} holds the claim; only they or an admin can "
-            "release it.",
+            claimer, f"{claimer.user.email} holds the claim; only they or an admin can release it."
         )
     return None
 
@@ -72,10 +75,10 @@ def answer_refusal(escalation: Escalation, membership: Membership) -> Escalation
         return refusal
     if not membership.can_answer:
         return NotAllowed("Viewers cannot answer escalations.")
-    if escalation.assignee_id not in (None, membership.pk):
+    if (claimer := _other_claimer(escalation, membership)) is not None:
         return _claimed_by_other(
-            escalation,
-            f"{escalation.assignee.user.email} has claimed this escalation; wait for them to "
+            claimer,
+            f"{claimer.user.email} has claimed this escalation; wait for them to "
             "answer or release it.",
         )
     return None

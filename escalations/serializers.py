@@ -139,7 +139,9 @@ class EscalationCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
     title = StrictCharField(max_length=300, validators=[NOT_ONLY_SPACE])
     action = ActionSerializer(required=False, allow_null=True)
-    context = ContextSerializer(required=False)
+    # The stubs type ``context`` as Field's property; DRF's serializer metaclass takes declared
+    # fields off the class, so at run time this field shadows nothing.
+    context = ContextSerializer(required=False)  # type: ignore[assignment]
     response_schema = _ObjectSchemaField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=Escalation.Priority.choices, required=False)
     timeout_seconds = StrictIntegerField(required=False, min_value=1, max_value=MAX_TIMEOUT_SECONDS)
@@ -222,7 +224,7 @@ class EscalationSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Escalation.Kind.choices)
     title = serializers.CharField()
     action = serializers.JSONField(allow_null=True)
-    context = serializers.JSONField()
+    context = serializers.JSONField()  # type: ignore[assignment]  # a field, not Field.context
     response_schema = serializers.JSONField()
     priority = serializers.ChoiceField(choices=Escalation.Priority.choices)
     timeout_seconds = serializers.IntegerField()
@@ -322,7 +324,7 @@ class EscalationSerializer(serializers.Serializer):
             "comment": escalation.decision_comment,
             "edited_arguments": escalation.edited_arguments,
             "decided_by": escalation.decided_by,
-            "decided_at": _datetime(escalation.decided_at),
+            "decided_at": _datetime(escalation.decided_at) if escalation.decided_at else None,
             "channel": escalation.decision_channel or None,
             "receipt": receipt_for(escalation),
         }

@@ -76,7 +76,8 @@ def escalation_create(
         escalation.next_action_at = next_timer(escalation)
     escalation.save(force_insert=True)
     # A new escalation has no responses: the create's response body need not ask.
-    escalation._prefetched_objects_cache = {"responses": Response.objects.none()}
+    # Django's private prefetch cache, which django-stubs does not declare on models.
+    escalation._prefetched_objects_cache = {"responses": Response.objects.none()}  # type: ignore[attr-defined]
     actor = api_key.as_actor() if api_key is not None else agent.as_actor()
     audit_record(
         organization_id=organization.pk,
@@ -109,7 +110,7 @@ def escalation_create(
     after_commit(escalation, "created")
     metrics.escalation_created(escalation, policy_outcome=evaluation.outcome)
 
-    if automatic:
+    if automatic and snapshot is not None:
         status = (
             Escalation.Status.APPROVED
             if evaluation.outcome == "auto_approve"
@@ -180,7 +181,7 @@ def escalation_release(*, escalation: Escalation, membership: Membership) -> Esc
     escalation = locked(escalation)
     if refusal := rules.release_refusal(escalation, membership):
         raise refusal
-    if escalation.assignee_id is None:
+    if escalation.assignee is None:
         return escalation
     released = escalation.assignee.public_id
     escalation.assignee = None

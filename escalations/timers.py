@@ -8,8 +8,9 @@ the database is the truth (``next_action_at``, outbox rows, due deliveries) and 
 with SKIP LOCKED or conditional UPDATEs, so running a job from several places at once, or
 missing a run, is harmless.
 
-A commit that owes effects wakes the thread at once (``outbox.outbox_nudge``), and the outbox
-dispatch runs then rather than at its next interval.
+A commit that owes effects wakes the thread at once (``outbox.outbox_nudge`` calls ``nudge``),
+and the outbox dispatch runs then rather than at its next interval. This module is the scheduler
+only: it knows the outbox's task by name and imports nothing of the escalations app.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from . import outbox
-
 logger = logging.getLogger(__name__)
 
 OUTBOX_TASK = "escalations.tasks.outbox_dispatch_task"
 
 _started = threading.Lock()
 _thread: threading.Thread | None = None
+_wake = threading.Event()
 
 
 def _run_task(name: str) -> None:
@@ -60,7 +60,7 @@ def _run() -> None:
                 due[name] = now + every
                 _run_task(name)
         wait = max(0.0, min(due.values()) - time.monotonic())
-        if outbox.wait_for_nudge(wait) and OUTBOX_TASK in due:
+        if _wait_for_nudge(wait) and OUTBOX_TASK in due:
             due[OUTBOX_TASK] = 0.0
 
 
@@ -78,3 +78,19 @@ def start_in_process_ticker() -> bool:
 def ticking_in_process() -> bool:
     """Whether this process runs the in-process scheduler (the embedded default's server)."""
     return _thread is not None
+
+
+def nudge() -> bool:
+    """Run the outbox dispatch now, if this process runs the scheduler; returns whether it does
+    (otherwise the caller queues the dispatch task)."""
+    if not ticking_in_process():
+        return False
+    _wake.set()
+    return True
+
+
+def _wait_for_nudge(timeout: float) -> bool:
+    """Sleep up to ``timeout`` or until a commit nudges."""
+    woken = _wake.wait(timeout)
+    _wake.clear()
+    return woken

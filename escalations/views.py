@@ -141,7 +141,8 @@ def _tool_calls(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(call, dict):
             calls.append({"index": index, "name": "", "arguments": Text(as_text(call))})
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
         name = call.get("name") or call.get("tool") or function.get("name") or ""
         arguments = call.get("arguments", call.get("input", function.get("arguments")))
         result = call.get("result", call.get("output"))
@@ -397,7 +398,7 @@ def escalation_respond(request: OrganizationRequest, public_id: str) -> HttpResp
         if outcome == Response.Outcome.APPROVE and action and raw_arguments is not None:
             try:
                 edited = json.loads(raw_arguments)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 arguments_errors.append(f"Not valid JSON: {exc.msg} (line {exc.lineno}).")
             else:
                 if not isinstance(edited, dict):

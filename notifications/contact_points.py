@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from audit.services import SYSTEM_ACTOR, audit_record
-from escalations.models import Escalation
+from escalations.models import CHANNEL_CHOICES, Escalation
 from tenants.billing import channel_refusal
 from tenants.models import Membership
 
@@ -145,7 +145,7 @@ def channels_available() -> list[str]:
 
 
 def _channel_label(channel: str) -> str:
-    return str(dict(ContactPoint._meta.get_field("channel").choices).get(channel, channel))
+    return str(dict(CHANNEL_CHOICES).get(channel, channel))
 
 
 # E.164: "+", a country code that does not start with 0, at most 15 digits in all.
@@ -243,8 +243,9 @@ def contact_point_add_push(
     if not isinstance(subscription, dict):
         raise ContactPointError("subscription: expected the browser's PushSubscription JSON.")
     endpoint, keys = subscription.get("endpoint"), subscription.get("keys")
-    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+    endpoint = endpoint if isinstance(endpoint, str) else ""  # "" fails the URL check below
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ContactPointError("subscription.endpoint: expected the push service's URL.")
     if len(endpoint) > 2000:
         raise ContactPointError("subscription.endpoint: longer than 2,000 characters.")

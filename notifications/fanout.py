@@ -243,7 +243,12 @@ def _fan_out_audited(notice: _Notice, created: list[Delivery], unreachable: list
             "round": notice.round,
             "count": len(created),
             "deliveries": [
-                {"id": row.public_id, "member": row.membership.public_id, "channel": row.channel}
+                {
+                    "id": row.public_id,
+                    # Always set: the fan-out makes each row for a member.
+                    "member": row.membership.public_id if row.membership else None,
+                    "channel": row.channel,
+                }
                 for row in created
             ],
             "unreachable": unreachable,

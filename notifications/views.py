@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from awaithuman.problems import refusal_status
 from escalations.exceptions import EscalationError
-from escalations.models import Escalation
+from escalations.models import CHANNEL_CHOICES, Escalation
 from escalations.services import response_submit
 from tenants.console import role_required
 from tenants.ids import get_by_public_id_or_404
@@ -177,7 +177,7 @@ def contact_points(request: HttpRequest) -> HttpResponse:
             "preference": preference,
             "channels": [
                 (value, label)
-                for value, label in ContactPoint._meta.get_field("channel").choices
+                for value, label in CHANNEL_CHOICES
                 if value in available and value != "push"
             ],
             "push_key": settings.VAPID_PUBLIC_KEY if "push" in available else "",

@@ -166,16 +166,19 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 def admin_actor(request: HttpRequest, organization: Organization | None) -> dict[str, Any]:
     """Who did it, for the audit trail: the member's identity, or the platform admin's (always,
     for an action that spans organizations: ``organization=None``)."""
+    user = request.user
+    if not user.is_authenticated:  # never: has_permission lets no one signed out in
+        raise PermissionDenied
     membership = (
         Membership.objects.select_related("user")
-        .filter(organization=organization, user=request.user)
+        .filter(organization=organization, user=user)
         .first()
         if organization is not None
         else None
     )
     if membership is not None:
         return {**membership.as_actor(), "via": "admin"}
-    return {"type": "platform_admin", "email": request.user.email, "via": "admin"}
+    return {"type": "platform_admin", "email": user.email, "via": "admin"}
 
 
 class OrganizationScopedInline(admin.options.InlineModelAdmin):

@@ -12,7 +12,8 @@ class TenantsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import post_delete, post_save
 
-        from . import keycache
+        # tasks: registers the Celery tasks (billing queues its e-mails by name).
+        from . import keycache, tasks  # noqa: F401
         from .models import Agent, ApiKey, Membership, Organization
         from .sessions import on_user_logged_out
 

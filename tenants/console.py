@@ -37,7 +37,9 @@ def current_membership(request: HttpRequest) -> Membership | None:
 
 
 def organization_switch(request: HttpRequest, public_id: str) -> Membership | None:
-    """Work in another of my organizations; None if I am not a member of it."""
+    """Work in another of my organizations; None if I am not a member of it (or signed out)."""
+    if not request.user.is_authenticated:
+        return None
     membership = (
         Membership.objects.select_related("organization")
         .filter(user=request.user, organization__public_id=public_id)

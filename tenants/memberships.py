@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import ProtectedError
@@ -167,7 +167,7 @@ def invitation_check(invitation: Invitation, *, email: str | None = None) -> Non
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: AbstractBaseUser) -> Membership:
+def invitation_accept(*, token: str, user: User) -> Membership:
     """Join the invitation's organization as ``user``. Refused (``InvitationRefused``) when the
     token is unknown, expired, revoked or already used, or when ``user`` signed in with another
     e-mail address than the one invited. The row is locked, so a link used twice at the same

@@ -28,11 +28,17 @@ class ConsoleRequest(HttpRequest):
     membership: Membership | None
 
 
-class OrganizationRequest(ConsoleRequest):
+class SignedInRequest(ConsoleRequest):
+    """A view behind ``login_required``: someone is signed in (their organization may still be
+    None)."""
+
+    user: User
+
+
+class OrganizationRequest(SignedInRequest):
     """A console view guarded by ``role_required``: the signed-in member and their
     organization, always set."""
 
-    user: User
     organization: Organization
     membership: Membership
 

@@ -167,7 +167,11 @@ def api_key_create(
 
     Agent keys may only hold agent scopes: an agent can never answer its own escalation.
     """
-    if (agent is None) == (membership is None):
+    if agent is not None and membership is None:
+        owner_id = agent.public_id
+    elif membership is not None and agent is None:
+        owner_id = membership.public_id
+    else:
         raise ValueError("A key belongs to exactly one agent or one member.")
     allowed = AGENT_SCOPES if agent is not None else PERSONAL_SCOPES
     scopes = sorted(set(scopes if scopes is not None else allowed))
@@ -198,7 +202,7 @@ def api_key_create(
         actor=actor,
         target=key_id,
         data={
-            "owner": agent.public_id if agent is not None else membership.public_id,
+            "owner": owner_id,
             "scopes": scopes,
             "mode": mode,
             "expires_at": api_key.expires_at.isoformat() if api_key.expires_at else None,
@@ -295,7 +299,7 @@ def api_key_authenticate(plaintext: str) -> ApiKey:
         raise KeyRejected("The API key has been revoked.")
     if not api_key.is_usable(now):
         raise KeyRejected("The API key has expired.")
-    if api_key.agent_id is not None and api_key.agent.is_disabled:
+    if api_key.agent is not None and api_key.agent.is_disabled:
         raise KeyRejected("The agent this API key belongs to is disabled.")
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
         cutoff = now - LAST_USED_RESOLUTION

@@ -18,7 +18,7 @@ import qrcode.image.svg
 from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -27,6 +27,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import services
 from .forms import CodeForm
+from .requests import SignedInRequest
 from .views import safe_next
 
 
@@ -47,7 +48,7 @@ def _confirmed_totp(user: Any) -> TOTPDevice | None:
 
 @require_GET
 @login_required
-def two_factor(request: HttpRequest) -> HttpResponse:
+def two_factor(request: SignedInRequest) -> HttpResponse:
     """Status: on (with recovery codes left) or off (a link to set it up)."""
     device = _confirmed_totp(request.user)
     remaining = StaticToken.objects.filter(device__user=request.user).count()
@@ -58,7 +59,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def two_factor_setup(request: HttpRequest) -> HttpResponse:
+def two_factor_setup(request: SignedInRequest) -> HttpResponse:
     if _confirmed_totp(request.user) is not None:
         return redirect("two_factor")
     device = TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
@@ -123,7 +124,7 @@ def _verify_code(user: Any, code: str) -> tuple[Any, str]:
     return None, refusal
 
 
-def _second_factor_failed(request: HttpRequest) -> None:
+def _second_factor_failed(request: SignedInRequest) -> None:
     services.sign_in_failure_record(
         user=request.user,
         stage=services.SignInStage.SECOND_FACTOR,
@@ -133,10 +134,11 @@ def _second_factor_failed(request: HttpRequest) -> None:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def two_factor_verify(request: HttpRequest) -> HttpResponse:
+def two_factor_verify(request: SignedInRequest) -> HttpResponse:
     """The step after the password: a code from the authenticator app, or a recovery code."""
     next_url = safe_next(request)
-    if request.user.is_verified():
+    user: Any = request.user  # as OTPMiddleware wraps it, with is_verified()
+    if user.is_verified():
         return HttpResponseRedirect(next_url)
     if (
         _confirmed_totp(request.user) is None
@@ -165,7 +167,7 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def two_factor_recovery_codes(request: HttpRequest) -> HttpResponse:
+def two_factor_recovery_codes(request: SignedInRequest) -> HttpResponse:
     if _confirmed_totp(request.user) is None:
         return redirect("two_factor_setup")
     codes = services.two_factor_recovery_codes_regenerate(user=request.user)
@@ -174,7 +176,7 @@ def two_factor_recovery_codes(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def two_factor_disable(request: HttpRequest) -> HttpResponse:
+def two_factor_disable(request: SignedInRequest) -> HttpResponse:
     """Turn two-factor off; needs a current code, like any change that weakens the account."""
     form = CodeForm(request.POST)
     device, refusal = (None, "Enter a code.")

@@ -10,11 +10,14 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from awaithuman.celery import enqueue
+from awaithuman.celery import app, enqueue
 from tenants.models import Membership, Organization
 
 from .limits import escalations_this_month, upgrade_url
 from .plans import organization_plan
+
+# Queued by name: tenants.tasks, the task's module, imports this package.
+OWNERS_EMAIL_TASK = "tenants.tasks.billing_owners_email"
 
 
 def _owner_emails(organization: Organization) -> list[str]:
@@ -69,8 +72,6 @@ def quota_email_send(*, organization_id: int, threshold: int) -> int:
 
 def owners_email_after_commit(organization_id: int, template: str, **context: Any) -> None:
     """Queue ``owners_email`` once the caller's transaction commits."""
-    from tenants import tasks  # tenants.tasks imports this package
-
     transaction.on_commit(
-        lambda: enqueue(tasks.billing_owners_email, (organization_id, template, context))
+        lambda: enqueue(app.tasks[OWNERS_EMAIL_TASK], (organization_id, template, context))
     )

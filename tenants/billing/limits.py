@@ -13,13 +13,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
-from awaithuman.celery import enqueue
+from awaithuman.celery import app, enqueue
 from awaithuman.problems import ApiProblem
 from tenants.models import Membership, Organization, UsagePeriod
 
 from .plans import BILLING_ACTOR, Plan, billing_enabled, organization_plan
 
 QUOTA_THRESHOLDS = (80, 100)
+# Queued by name: tenants.tasks, the task's module, imports this package.
+QUOTA_EMAIL_TASK = "tenants.tasks.billing_quota_email"
 
 
 def period_start_for(moment: datetime) -> date:
@@ -241,7 +243,7 @@ def _quota_threshold_reached(
         target=organization.public_id,
         data={"threshold": threshold, "used": used, "allowed": allowed, "period": str(start)},
     )
-    from tenants import tasks
-
     organization_id = organization.pk
-    transaction.on_commit(lambda: enqueue(tasks.billing_quota_email, (organization_id, threshold)))
+    transaction.on_commit(
+        lambda: enqueue(app.tasks[QUOTA_EMAIL_TASK], (organization_id, threshold))
+    )

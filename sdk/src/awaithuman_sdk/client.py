@@ -106,7 +106,9 @@ class AwaitHuman:
         limit: int | None = None,
     ) -> Iterator[Escalation]:
         """Newest first, following the cursor across pages."""
-        params = flows.list_params(status=status, external_id=external_id, agent=agent, limit=limit)
+        params: dict[str, Any] | None = flows.list_params(
+            status=status, external_id=external_id, agent=agent, limit=limit
+        )
         while params is not None:
             escalations, params = self._run(flows.page(self._settings, params))
             yield from escalations
@@ -280,7 +282,9 @@ class AsyncAwaitHuman:
         agent: str | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[Escalation]:
-        params = flows.list_params(status=status, external_id=external_id, agent=agent, limit=limit)
+        params: dict[str, Any] | None = flows.list_params(
+            status=status, external_id=external_id, agent=agent, limit=limit
+        )
         while params is not None:
             escalations, params = await self._run(flows.page(self._settings, params))
             for escalation in escalations:

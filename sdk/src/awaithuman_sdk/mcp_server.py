@@ -33,8 +33,11 @@ try:
     from mcp.server.mcpserver.exceptions import ToolError
 except ImportError:  # mcp 1.x, or no mcp at all
     try:
-        from mcp.server.fastmcp import FastMCP as MCPServer
-        from mcp.server.fastmcp.exceptions import ToolError
+        # mcp 1.x's names: the type check runs against the mcp 2.x installed, which has neither.
+        from mcp.server.fastmcp import FastMCP as MCPServer  # type: ignore[attr-defined, no-redef]
+        from mcp.server.fastmcp.exceptions import (  # type: ignore[import-not-found, no-redef]
+            ToolError,
+        )
     except ImportError as exc:
         raise MissingDependency(
             "awaithuman-mcp needs the 'mcp' package: pip install 'awaithuman-sdk[mcp]'"

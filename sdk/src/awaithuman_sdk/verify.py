@@ -178,6 +178,11 @@ class Report:
         return not self.problems
 
 
+# An escalation's audit event: its seq as the bundle has it (only shown; a bad one has already
+# failed the chain check) and its data.
+_Recorded = tuple[object, dict[str, Any]]
+
+
 def _lines(archive: zipfile.ZipFile, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with archive.open(name) as raw:
         for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
@@ -216,8 +221,8 @@ def verify_bundle(path: str) -> Report:
             report.fail(f"the anchor checkpoint signs seq {checkpoints[0].seq}, not {last_seq}")
         wanted = {checkpoint.seq: checkpoint for checkpoint in checkpoints}
 
-        created: dict[str, tuple[int, dict[str, Any]]] = {}
-        decided: dict[str, tuple[int, dict[str, Any]]] = {}
+        created: dict[str, _Recorded] = {}
+        decided: dict[str, _Recorded] = {}
         expected_seq, prev_hash = first_seq, None
         for number, event in _lines(archive, "audit/events.jsonl"):
             seq, action = event.get("seq"), event.get("action")
@@ -247,8 +252,8 @@ def verify_bundle(path: str) -> Report:
 
 def _check_escalation(
     escalation: dict[str, Any],
-    created: dict[str, tuple[int, dict[str, Any]]],
-    decided: dict[str, tuple[int, dict[str, Any]]],
+    created: dict[str, _Recorded],
+    decided: dict[str, _Recorded],
     keys: dict[str, bytes],
     organization_id: str,
     report: Report,
@@ -267,6 +272,7 @@ def _check_escalation(
     action, recorded_action = escalation.get("action"), data.get("action")
     if (action is None) != (recorded_action is None) or (
         action is not None
+        and recorded_action is not None
         and (
             action.get("name") != recorded_action.get("name")
             or digest(action.get("arguments") or {})
