@@ -22,7 +22,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 640
 HEIGHT = 250
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 34, 26
+LEFT, RIGHT, TOP, BOTTOM = 60, 12, 36, 28
 MAX_X_LABELS = 8
 
 
@@ -31,7 +31,7 @@ def duration(seconds: float) -> str:
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if seconds >= size:
             value = seconds / size
-            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+            return f"{_num(value) if value < 10 else f'{value:.0f}'} {unit}"
     return f"{seconds:.0f} s"
 
 
@@ -60,13 +60,23 @@ def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def nice_ticks(maximum: float, count: int = 4) -> list[float]:
-    """Evenly spaced round ticks from 0 covering ``maximum`` (0, 5, 10, 15, 20)."""
+# Round steps for a time axis, in seconds: 1 s … 30 s, 1 min … 30 min, 1 h … 12 h, 1 d, 2 d, 1 week.
+DURATION_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
+                  21600, 43200, 86400, 172800, 604800)  # fmt: skip
+
+
+def nice_ticks(maximum: float, count: int = 4, *, durations: bool = False) -> list[float]:
+    """Evenly spaced round ticks from 0 covering ``maximum``: whole numbers (0, 5, 10, 15) or,
+    for ``durations`` in seconds, round times (0, 2 min, 4 min)."""
     if maximum <= 0:
         return [0.0, 1.0]
     raw = maximum / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if durations:
+        step = float(next((s for s in DURATION_STEPS if s >= raw), 0))
+        step = step or DURATION_STEPS[-1] * math.ceil(raw / DURATION_STEPS[-1])
+    else:
+        magnitude = 10 ** max(0, math.floor(math.log10(raw)))
+        step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     steps = math.ceil(maximum / step - 1e-9)
     return [step * i for i in range(steps + 1)]
 
@@ -129,7 +139,7 @@ def _legend(series: Sequence[tuple[str, str]], kind: str = "fill") -> str:
                 data_series=key,
             )
         )
-        x += 17 + 7 * len(label) + 22
+        x += 17 + 8.5 * len(label) + 22
     return _el("g", "".join(items), class_="legend")
 
 
@@ -214,7 +224,7 @@ def lines(
 ) -> SafeString:
     """One line per series over the days, in seconds; a day with no value breaks the line."""
     values = [v for s in series for v in s.values if v is not None]
-    ticks = nice_ticks(max(values, default=0))
+    ticks = nice_ticks(max(values, default=0), durations=True)
     plot_height = HEIGHT - TOP - BOTTOM
     step = (WIDTH - LEFT - RIGHT) / max(1, len(days))
 
@@ -257,9 +267,9 @@ def lines(
 
 
 ROW = 30
-LABEL_WIDTH = 170
+LABEL_WIDTH = 190
 TEXT_WIDTH = 130
-LABEL_CHARS = 24
+LABEL_CHARS = 22
 
 
 def hbars(
@@ -284,15 +294,17 @@ def hbars(
     for n, bar in enumerate(bars):
         y = top + n * ROW
         label = bar.label if len(bar.label) <= LABEL_CHARS else bar.label[: LABEL_CHARS - 1] + "…"
+        # The row's title is the full label (a tooltip where the label is cut short).
         cells = [
+            _title(bar.label),
             _el(
                 "text",
-                _title(bar.label) + escape(label),
+                escape(label),
                 x=LABEL_WIDTH - 8,
                 y=y + ROW / 2,
                 dy="0.32em",
                 class_="label",
-            )
+            ),
         ]
         x = float(LABEL_WIDTH)
         for key, part_label, value in bar.parts:

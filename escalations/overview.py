@@ -7,6 +7,10 @@ tenants app keeps depending only downward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.safestring import SafeString
@@ -29,7 +33,30 @@ OUTCOME_LABELS = {
     "expired": "Expired",
     "cancelled": "Cancelled",
 }
+# Two charts a row on a wide screen: the per-day pair, time to decision beside the live pending
+# chart, the approval rates, the channels.
+CHART_ORDER = (
+    "outcomes",
+    "deciders",
+    "waits",
+    "pending",
+    "agents",
+    "actions",
+    "channel_counts",
+    "channel_speed",
+)
 PRIORITY_LABELS = {"urgent": "Urgent", "high": "High", "normal": "Normal", "low": "Low"}
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    svg: SafeString
+
+
+def _chart(draw: Callable[..., SafeString], **kwargs: Any) -> Chart:
+    """The chart and its title, shown above it (the SVG names itself with the same title)."""
+    return Chart(kwargs["title"], draw(**kwargs))
 
 
 def _sum_text(parts: dict[str, int], labels: dict[str, str]) -> str:
@@ -58,9 +85,10 @@ def _rate_bars(rates: list[insights.Rate], kind: str) -> tuple[list[charts.Bar],
     )
 
 
-def pending_chart(pending: dict[str, int]) -> SafeString:
+def pending_chart(pending: dict[str, int]) -> Chart:
     total = sum(pending.values())
-    return charts.hbars(
+    return _chart(
+        charts.hbars,
         chart_id="chart-pending",
         title="Pending now, by priority",
         description=f"{total:,} pending: {_sum_text(pending, PRIORITY_LABELS)}.",
@@ -72,7 +100,7 @@ def pending_chart(pending: dict[str, int]) -> SafeString:
     )
 
 
-def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
+def insight_charts(figures: insights.Insights) -> dict[str, Chart]:
     """Every chart of the insights section, as SVG markup."""
     days = [day.day for day in figures.daily]
     outcome_totals = {o: sum(d.outcomes.get(o, 0) for d in figures.daily) for o in OUTCOME_LABELS}
@@ -87,7 +115,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
         for c in figures.channels
     )
     return {
-        "outcomes": charts.stacked_columns(
+        "outcomes": _chart(
+            charts.stacked_columns,
             chart_id="chart-outcomes",
             title=f"Decided per day, by outcome (last {figures.days} days)",
             description=f"{figures.decided:,} decided: "
@@ -98,7 +127,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
                 for key, label in OUTCOME_LABELS.items()
             ],
         ),
-        "deciders": charts.stacked_columns(
+        "deciders": _chart(
+            charts.stacked_columns,
             chart_id="chart-deciders",
             title=f"Decided per day, by who decided (last {figures.days} days)",
             description=f"{figures.decided:,} decided: "
@@ -110,7 +140,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
                 if key != "other" or decider_totals["other"]
             ],
         ),
-        "waits": charts.lines(
+        "waits": _chart(
+            charts.lines,
             chart_id="chart-waits",
             title="A person's time to decision per day: median and p90",
             description=(
@@ -126,7 +157,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
                 charts.Series("p90", "p90", [d.wait.p90 for d in figures.daily]),
             ],
         ),
-        "agents": charts.hbars(
+        "agents": _chart(
+            charts.hbars,
             chart_id="chart-agents",
             title="Approval rate by agent",
             description=agent_summary,
@@ -134,7 +166,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
             maximum=1,
             legend=[("approved", "Approved"), ("rejected", "Rejected")],
         ),
-        "actions": charts.hbars(
+        "actions": _chart(
+            charts.hbars,
             chart_id="chart-actions",
             title="Approval rate by action",
             description=action_summary,
@@ -142,7 +175,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
             maximum=1,
             legend=[("approved", "Approved"), ("rejected", "Rejected")],
         ),
-        "channel_counts": charts.hbars(
+        "channel_counts": _chart(
+            charts.hbars,
             chart_id="chart-channels",
             title="Where people answer: decisions by channel",
             description=channel_summary or "Nobody decided in this range.",
@@ -157,7 +191,8 @@ def insight_charts(figures: insights.Insights) -> dict[str, SafeString]:
             ],
             maximum=max((c.decisions for c in figures.channels), default=0),
         ),
-        "channel_speed": charts.hbars(
+        "channel_speed": _chart(
+            charts.hbars,
             chart_id="chart-channel-speed",
             title="How fast: median time to decision by channel",
             description=channel_summary or "Nobody decided in this range.",
@@ -196,8 +231,12 @@ def overview(request: OrganizationRequest) -> HttpResponse:
             context["days_error"] = str(exc)
             days, status = insights.DEFAULT_DAYS, 400
         found = insights.organization_insights(organization=organization, days=days)
+        drawn = insight_charts(found)
         context.update(
-            insights=found, charts=insight_charts(found), ranges=insights.RANGES, days=days
+            insights=found,
+            charts=[(name, drawn[name]) for name in CHART_ORDER],
+            ranges=insights.RANGES,
+            days=days,
         )
     return render(request, "tenants/overview.html", context, status=status)
 
