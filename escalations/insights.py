@@ -196,7 +196,7 @@ def _percentiles(
         rows = (
             queryset.values(group)
             .annotate(
-                n=Count("pk"),
+                n=Count("*"),
                 **{f"p{i}": PercentileCont(_wait(), f) for i, f in enumerate(fractions)},
             )
             .values_list(group, "n", *(f"p{i}" for i in range(len(fractions))))
@@ -221,7 +221,7 @@ def daily_counts(
         _decided(organization, since)
         .annotate(day=TruncDate("decided_at"))
         .values("day", "status", "decider")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .values_list("day", "status", "decider", "n")
     )
     days: dict[date, tuple[dict[str, int], dict[str, int]]] = {}
@@ -255,8 +255,8 @@ def _approvals(organization: Organization, since: datetime) -> QuerySet[Escalati
     )
 
 
-_APPROVED = Count("pk", filter=Q(status=Escalation.Status.APPROVED))
-_REJECTED = Count("pk", filter=Q(status=Escalation.Status.REJECTED))
+_APPROVED = Count("status", filter=Q(status=Escalation.Status.APPROVED))
+_REJECTED = Count("status", filter=Q(status=Escalation.Status.REJECTED))
 
 
 def agent_rates(organization: Organization, since: datetime) -> list[Rate]:
@@ -264,7 +264,7 @@ def agent_rates(organization: Organization, since: datetime) -> list[Rate]:
     rows = (
         _approvals(organization, since)
         .values("agent__public_id", "agent__name")
-        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("pk"))
+        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
         .order_by("-total", "agent__name")
         .values_list("agent__public_id", "agent__name", "approved", "rejected")[:TOP]
     )
@@ -276,7 +276,7 @@ def action_rates(organization: Organization, since: datetime) -> list[Rate]:
     rows = (
         _approvals(organization, since)
         .values("action_name")
-        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("pk"))
+        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
         .order_by("-total", "action_name")
         .values_list("action_name", "action_name", "approved", "rejected")[:TOP]
     )
@@ -301,7 +301,7 @@ def pending_by_priority(organization: Organization) -> dict[str, int]:
         Escalation.objects.filter(organization=organization, status=Escalation.Status.PENDING)
         .order_by()
         .values("priority")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .values_list("priority", "n")
     )
     counts = dict(rows)
