@@ -33,6 +33,9 @@ ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
 RANGES = (7, 30, 90)
 BUDGET_MS = 200.0
+# seed_escalations computes ``n * 7919`` in a 32-bit integer, which overflows past 271,000 rows
+# in one call: seed in batches (each with its own seed, so ids never collide).
+SEED_BATCH = 250_000
 
 
 def _prepare_database() -> None:
@@ -116,7 +119,8 @@ def main() -> None:
     organization = organization_create(name="Bench", owner=owner, slug="bench", actor=SYSTEM_ACTOR)
     other = organization_create(name="Other", owner=owner, slug="other", actor=SYSTEM_ACTOR)
     started = time.perf_counter()
-    seed_escalations(organization, count, days=90, seed=1)
+    for batch, first in enumerate(range(0, count, SEED_BATCH)):
+        seed_escalations(organization, min(SEED_BATCH, count - first), days=90, seed=10 + batch)
     seed_escalations(other, count // 10, days=90, seed=2)
     seed_seconds = time.perf_counter() - started
     started = time.perf_counter()

@@ -41,12 +41,15 @@ MAX_DAYS = 90
 # Per-agent and per-action rates show the busiest few; the rest would be unreadable slivers.
 TOP = 10
 
-OUTCOMES = (
-    Escalation.Status.APPROVED,
-    Escalation.Status.REJECTED,
-    Escalation.Status.ANSWERED,
-    Escalation.Status.EXPIRED,
-    Escalation.Status.CANCELLED,
+OUTCOMES: tuple[str, ...] = tuple(
+    status.value
+    for status in (
+        Escalation.Status.APPROVED,
+        Escalation.Status.REJECTED,
+        Escalation.Status.ANSWERED,
+        Escalation.Status.EXPIRED,
+        Escalation.Status.CANCELLED,
+    )
 )
 # ``decided_by.type`` of each way an escalation gets decided: a member, a policy at creation, the
 # deadline's ``on_timeout``, the asking agent withdrawing it (a cancellation).
@@ -58,7 +61,7 @@ DECIDER_LABELS = {
     "agent": "The agent (cancelled)",
     "other": "Other",
 }
-PRIORITIES = tuple(Escalation.Priority.values[::-1])  # urgent, high, normal, low
+PRIORITIES: tuple[str, ...] = tuple(Escalation.Priority.values[::-1])  # urgent … low
 
 
 class SecondsBetween(Func):

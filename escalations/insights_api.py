@@ -40,7 +40,7 @@ class WaitSerializer(serializers.Serializer):
 class DaySerializer(serializers.Serializer):
     date = serializers.DateField(help_text="The UTC day of the decisions.")
     decided = serializers.IntegerField()
-    outcomes = _counts("OutcomeCounts", tuple(insights.OUTCOMES))()
+    outcomes = _counts("OutcomeCounts", insights.OUTCOMES)()
     decided_by = _counts("DeciderCounts", (*insights.DECIDERS, "other"))()
     time_to_decision = WaitSerializer(help_text="From creation to a person's decision.")
 
