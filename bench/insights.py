@@ -36,6 +36,11 @@ BUDGET_MS = 200.0
 # seed_escalations computes ``n * 7919`` in a 32-bit integer, which overflows past 271,000 rows
 # in one call: seed in batches (each with its own seed, so ids never collide).
 SEED_BATCH = 250_000
+# Not a chart: counting the range's rows from the covering index, the least any query over the
+# range can cost (it reads the same index entries and aggregates nothing).
+FLOOR = "floor: count(*) of the range's decisions"
+BASELINE = "baseline: count(*) of the organization"
+TOTAL = "all of the above (the page's insights)"
 
 
 def _prepare_database() -> None:
@@ -137,7 +142,8 @@ def main() -> None:
     for days in RANGES:
         since = insights.range_start(days, timezone.now())
         queries: dict[str, Callable[[], Any]] = {
-            "baseline: count(*) of the organization": baseline.count,
+            BASELINE: baseline.count,
+            FLOOR: baseline.filter(decided_at__gte=since).count,
             "per day by outcome and decider": partial(insights.daily_counts, organization, since),
             "time to decision p50/p90 per day": partial(insights.daily_waits, organization, since),
             "approval rate by agent": partial(insights.agent_rates, organization, since),
@@ -146,15 +152,13 @@ def main() -> None:
                 insights.channel_figures, organization, since
             ),
             "pending by priority (live)": partial(insights.pending_by_priority, organization),
-            "all of the above (the page's insights)": partial(
-                insights.organization_insights, organization=organization, days=days
-            ),
+            TOTAL: partial(insights.organization_insights, organization=organization, days=days),
         }
         decided_rows = baseline.filter(decided_at__gte=since).count()
         if days == RANGES[-1]:
             plans = {name: _plans(query) for name, query in queries.items()}
         timings = _measure(queries, rounds)
-        base_p50 = statistics.median(timings["baseline: count(*) of the organization"])
+        base_p50 = statistics.median(timings[BASELINE])
         for name, values in timings.items():
             p50, p95 = statistics.median(values), _percentile(values, 0.95)
             rows.append((days, decided_rows, name, p50, p95, p50 / base_p50))
@@ -166,7 +170,9 @@ def main() -> None:
         f"127.0.0.1); the machine is shared with other work (two other developers' test runs "
         f"and benches were running), so single slow rounds are noise the p95 keeps"
     )
-    over = [row for row in rows if row[4] > BUDGET_MS and not row[2].startswith("all of")]
+    charts = [row for row in rows if row[2] not in (BASELINE, FLOOR, TOTAL)]
+    over = [row for row in charts if row[4] > BUDGET_MS]
+    floors = {days: p95 for days, _, name, _, p95, _ in rows if name == FLOOR}
     lines = [
         "# Insights: the queries behind the overview's charts",
         "",
@@ -206,6 +212,23 @@ def main() -> None:
             + "."
         ),
         "",
+        *(
+            [
+                "Where a chart is over the budget, compare the floor row of its range: merely",
+                "counting the range's decisions from the covering index costs "
+                + ", ".join(f"{floors[days]:.0f} ms over {days} days" for days in RANGES)
+                + " (p95).",
+                "The index already turns every query into an index-only scan; what is left is",
+                "reading and grouping one index entry per decision, so no further index brings a",
+                "range of a few hundred thousand decisions under 200 ms on this machine.",
+                "Pre-aggregating finished days (a per-day rollup per organization, today's",
+                "figures read live) would, at the price of approximating the per-channel median",
+                "over a range.",
+                "",
+            ]
+            if over
+            else []
+        ),
     ]
     (HERE / "RESULTS-insights.md").write_text("\n".join(lines))
     print("\n".join(lines))
