@@ -128,13 +128,13 @@ class _Svg:
 
 
 def _legend(series: Sequence[tuple[str, str]], kind: str = "fill") -> str:
-    items, x = [], LEFT
+    items, x = [], float(LEFT)
     for key, label in series:
-        swatch = _el("rect", x=x, y=8, width=12, height=12, rx=2, class_=f"{kind}-{key}")
+        swatch = _el("rect", x=_num(x), y=8, width=12, height=12, rx=2, class_=f"{kind}-{key}")
         items.append(
             _el(
                 "g",
-                swatch + _el("text", escape(label), x=x + 17, y=18),
+                swatch + _el("text", escape(label), x=_num(x + 17), y=18),
                 class_="legend-item",
                 data_series=key,
             )
