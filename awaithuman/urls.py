@@ -31,6 +31,7 @@ urlpatterns = [
     path("", include("tenants.urls")),
     path("", include("tenants.console_urls")),
     path("org/overview/", overview.overview, name="overview"),
+    path("org/overview/pending.json", overview.overview_pending, name="overview_pending"),
     path("account/", include("allauth.urls")),
     path("", include("escalations.console_urls")),
     path("", include("notifications.console_urls")),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, audit_api
+from . import api, audit_api, insights_api
 
 urlpatterns = [
     path("escalations", api.EscalationListCreateView.as_view(), name="escalations"),
@@ -31,5 +31,6 @@ urlpatterns = [
     ),
     path("audit/bundle", audit_api.EvidenceBundleView.as_view(), name="audit-bundle"),
     path("exports/<str:export_format>", audit_api.ExportView.as_view(), name="export"),
+    path("insights", insights_api.InsightsView.as_view(), name="insights"),
     path("policies/evaluate", api.PolicyEvaluateView.as_view(), name="policies-evaluate"),
 ]

@@ -64,6 +64,7 @@ ROUTES: dict[str, Route] = {
         "/escalations/{esc}/redact", ("POST",), MANAGERS, data=(("reason", "erasure request"),)
     ),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
+    "overview_pending": Route("/org/overview/pending.json", ("GET",), MANAGERS),
     "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),
     "queue:evidence": Route("/org/evidence/", ("GET",), MANAGERS),
     "organization_switch": Route(

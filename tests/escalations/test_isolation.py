@@ -67,6 +67,9 @@ COLLECTIONS = {
     ("export", "HEAD"),
     ("audit-bundle", "GET"),
     ("audit-bundle", "HEAD"),
+    # Aggregates only; another organization's rows never counted: tests/escalations/test_insights.
+    ("insights", "GET"),
+    ("insights", "HEAD"),
 }
 # By id, but the id is a checkpoint's: checked with Acme's checkpoint below.
 CHECKPOINT_BY_ID = {("audit-checkpoint", "GET"), ("audit-checkpoint", "HEAD")}

@@ -1,0 +1,353 @@
+"""Insights: an organization's escalations over the last N days, aggregated in the database.
+
+Every figure is one ``GROUP BY`` query scoped to the organization, over the escalations decided
+since the first day of the range (the per-day figures are bucketed by the UTC day of the
+decision), plus the pending count by priority. Nothing here loads escalations one by one.
+
+Time to decision is a person's: from creation to the decision of a member (``decided_by.type ==
+"user"``). Policy decisions would read as instant and timeouts as the deadline, so they are left
+out, as on the overview's figures. Percentiles are PostgreSQL's ``percentile_cont`` (linear
+interpolation between the two nearest durations). SQLite has no percentile aggregate: there the
+database computes each duration and sorts them, only (group, seconds) pairs are fetched, and
+``percentile_cont`` is applied to them in Python with the same interpolation, so both databases
+give the same figures. SQLite is the embedded single-process mode, where that list is small.
+
+On PostgreSQL the per-range queries read only the partial index ``esc_org_decided`` (an
+index-only scan: it holds every column they use, ``decider`` and ``action_name`` being the
+generated copies of ``decided_by.type`` and ``action.name``), and the pending count reads
+``esc_org_pending``; ``bench/insights.py`` measures them at a million escalations.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from tenants.models import Organization
+
+from .models import Escalation
+
+RANGES = (7, 30, 90)
+DEFAULT_DAYS = 30
+MAX_DAYS = 90
+# Per-agent and per-action rates show the busiest few; the rest would be unreadable slivers.
+TOP = 10
+
+OUTCOMES: tuple[str, ...] = tuple(
+    status.value
+    for status in (
+        Escalation.Status.APPROVED,
+        Escalation.Status.REJECTED,
+        Escalation.Status.ANSWERED,
+        Escalation.Status.EXPIRED,
+        Escalation.Status.CANCELLED,
+    )
+)
+# ``decided_by.type`` of each way an escalation gets decided: a member, a policy at creation, the
+# deadline's ``on_timeout``, the asking agent withdrawing it (a cancellation).
+DECIDERS = ("user", "policy", "timeout", "agent")
+DECIDER_LABELS = {
+    "user": "A person",
+    "policy": "A policy",
+    "timeout": "The deadline",
+    "agent": "The agent (cancelled)",
+    "other": "Other",
+}
+PRIORITIES: tuple[str, ...] = tuple(Escalation.Priority.values[::-1])  # urgent … low
+
+
+class SecondsBetween(Func):
+    """``end - start`` in seconds, as a float, computed by the database."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="EXTRACT(EPOCH FROM (%(expressions)s))",
+            arg_joiner=" - ",
+            **extra,
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # julianday is a float of days; rounded to the millisecond, which is what it resolves.
+        return self.as_sql(
+            compiler,
+            connection,
+            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError("fraction must be between 0 and 1")
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+def percentile_cont(sorted_values: list[float], fraction: float) -> float:
+    """What PostgreSQL's ``percentile_cont`` returns for these (ascending) values."""
+    position = fraction * (len(sorted_values) - 1)
+    lower = int(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Time from creation to a person's decision, over ``decisions`` decisions."""
+
+    decisions: int
+    p50: float | None
+    p90: float | None
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    outcomes: dict[str, int]
+    deciders: dict[str, int]
+    wait: Wait
+
+    @property
+    def decided(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Approvals against rejections for one agent or one action name."""
+
+    key: str
+    label: str
+    approved: int
+    rejected: int
+
+    @property
+    def total(self) -> int:
+        return self.approved + self.rejected
+
+    @property
+    def approval_rate(self) -> float:
+        return self.approved / self.total
+
+
+@dataclass(frozen=True)
+class Channel:
+    channel: str
+    decisions: int
+    median_seconds: float
+
+
+@dataclass(frozen=True)
+class Insights:
+    days: int
+    since: datetime
+    until: datetime
+    daily: list[Day]
+    agents: list[Rate]
+    actions: list[Rate]
+    channels: list[Channel]
+    pending: dict[str, int]
+
+    @property
+    def decided(self) -> int:
+        return sum(day.decided for day in self.daily)
+
+
+def range_start(days: int, now: datetime) -> datetime:
+    """Midnight UTC of the first of ``days`` calendar days ending today."""
+    first = now.astimezone(UTC).date() - timedelta(days=days - 1)
+    return datetime.combine(first, time.min, tzinfo=UTC)
+
+
+def _decided(organization: Organization, since: datetime) -> QuerySet[Escalation]:
+    return Escalation.objects.filter(organization=organization, decided_at__gte=since).order_by()
+
+
+def _human(queryset: QuerySet[Escalation]) -> QuerySet[Escalation]:
+    return queryset.filter(decider="user")
+
+
+def _wait() -> SecondsBetween:
+    return SecondsBetween(F("decided_at"), F("created_at"))
+
+
+def _percentiles(
+    queryset: QuerySet[Escalation], group: str, fractions: tuple[float, ...]
+) -> dict[Any, tuple[int, list[float]]]:
+    """For each value of ``group``: the number of escalations and the wait's percentiles."""
+    if connection.vendor == "postgresql":
+        rows = (
+            queryset.values(group)
+            .annotate(
+                n=Count("*"),
+                **{f"p{i}": PercentileCont(_wait(), f) for i, f in enumerate(fractions)},
+            )
+            .values_list(group, "n", *(f"p{i}" for i in range(len(fractions))))
+        )
+        return {row[0]: (row[1], list(row[2:])) for row in rows}
+    waits: dict[Any, list[float]] = defaultdict(list)
+    for key, seconds in (
+        queryset.annotate(seconds=_wait()).order_by(group, "seconds").values_list(group, "seconds")
+    ):
+        waits[key].append(seconds)
+    return {
+        key: (len(values), [percentile_cont(values, f) for f in fractions])
+        for key, values in waits.items()
+    }
+
+
+def daily_counts(
+    organization: Organization, since: datetime
+) -> dict[date, tuple[dict[str, int], dict[str, int]]]:
+    """Decisions per UTC day, by outcome and by who decided (one query)."""
+    rows = (
+        _decided(organization, since)
+        .annotate(day=TruncDate("decided_at"))
+        .values("day", "status", "decider")
+        .annotate(n=Count("*"))
+        .values_list("day", "status", "decider", "n")
+    )
+    days: dict[date, tuple[dict[str, int], dict[str, int]]] = {}
+    for day, status, decider, n in rows:
+        outcomes, deciders = days.setdefault(day, ({}, {}))
+        outcomes[status] = outcomes.get(status, 0) + n
+        who = decider if decider in DECIDERS else "other"
+        deciders[who] = deciders.get(who, 0) + n
+    return days
+
+
+def daily_waits(organization: Organization, since: datetime) -> dict[date, Wait]:
+    """A person's time to decision per UTC day: p50 and p90 (one query)."""
+    decided = _human(_decided(organization, since)).annotate(day=TruncDate("decided_at"))
+    return {
+        day: Wait(n, p50, p90)
+        for day, (n, (p50, p90)) in _percentiles(decided, "day", (0.5, 0.9)).items()
+    }
+
+
+def _rates(rows: Iterable[tuple[Any, Any, int, int]]) -> list[Rate]:
+    return [
+        Rate(key=str(key) if key is not None else "", label=label, approved=a, rejected=r)
+        for key, label, a, r in rows
+    ]
+
+
+def _approvals(organization: Organization, since: datetime) -> QuerySet[Escalation]:
+    return _decided(organization, since).filter(
+        status__in=(Escalation.Status.APPROVED, Escalation.Status.REJECTED)
+    )
+
+
+_APPROVED = Count("status", filter=Q(status=Escalation.Status.APPROVED))
+_REJECTED = Count("status", filter=Q(status=Escalation.Status.REJECTED))
+
+
+def agent_rates(organization: Organization, since: datetime) -> list[Rate]:
+    """Approval rate of the busiest agents, whoever decided (one query)."""
+    rows = (
+        _approvals(organization, since)
+        .values("agent__public_id", "agent__name")
+        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
+        .order_by("-total", "agent__name")
+        .values_list("agent__public_id", "agent__name", "approved", "rejected")[:TOP]
+    )
+    return _rates(rows)
+
+
+def action_rates(organization: Organization, since: datetime) -> list[Rate]:
+    """Approval rate of the most frequent action names, whoever decided (one query)."""
+    rows = (
+        _approvals(organization, since)
+        .values("action_name")
+        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
+        .order_by("-total", "action_name")
+        .values_list("action_name", "action_name", "approved", "rejected")[:TOP]
+    )
+    return [
+        Rate(rate.key, rate.label or "(no action)", rate.approved, rate.rejected)
+        for rate in _rates(rows)
+    ]
+
+
+def channel_figures(organization: Organization, since: datetime) -> list[Channel]:
+    """Where people answered: decisions and median time to decision per channel (one query)."""
+    figures = _percentiles(_human(_decided(organization, since)), "decision_channel", (0.5,))
+    channels = [
+        Channel(channel or "unknown", n, median) for channel, (n, (median,)) in figures.items()
+    ]
+    return sorted(channels, key=lambda c: (-c.decisions, c.channel))
+
+
+def pending_by_priority(organization: Organization) -> dict[str, int]:
+    """Pending escalations by priority, most urgent first, zeros included (one query)."""
+    rows = (
+        Escalation.objects.filter(organization=organization, status=Escalation.Status.PENDING)
+        .order_by()
+        .values("priority")
+        .annotate(n=Count("*"))
+        .values_list("priority", "n")
+    )
+    counts = dict(rows)
+    return {priority: counts.get(priority, 0) for priority in PRIORITIES}
+
+
+def organization_insights(
+    *, organization: Organization, days: int = DEFAULT_DAYS, now: datetime | None = None
+) -> Insights:
+    """Every figure of the insights, for the ``days`` calendar days (UTC) ending today: six
+    queries, whatever the number of escalations."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be between 1 and {MAX_DAYS}")
+    now = now or timezone.now()
+    since = range_start(days, now)
+    counts = daily_counts(organization, since)
+    waits = daily_waits(organization, since)
+    daily = []
+    for offset in range(days):
+        day = since.date() + timedelta(days=offset)
+        outcomes, deciders = counts.get(day, ({}, {}))
+        daily.append(Day(day, outcomes, deciders, waits.get(day, Wait(0, None, None))))
+    return Insights(
+        days=days,
+        since=since,
+        until=now,
+        daily=daily,
+        agents=agent_rates(organization, since),
+        actions=action_rates(organization, since),
+        channels=channel_figures(organization, since),
+        pending=pending_by_priority(organization),
+    )
+
+
+class InvalidDays(ValueError):
+    """``days`` is not a whole number of days in range; the message says what is accepted."""
+
+
+def parse_days(raw: str | None) -> int:
+    """The ``days`` of a query string: absent is the default, anything else a whole number of
+    days from 1 to ``MAX_DAYS``."""
+    if raw is None:
+        return DEFAULT_DAYS
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_DAYS:
+        raise InvalidDays(f"Give a whole number of days from 1 to {MAX_DAYS}, e.g. 30.")
+    return int(raw)
