@@ -16,7 +16,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('escalations', '0006_escalation_receipt'),
+        ('escalations', '0007_escalation_trace_carrier'),
     ]
 
     operations = [
