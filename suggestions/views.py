@@ -1,0 +1,132 @@
+"""``/org/suggestions/``: the policy rules people already follow, for owners and admins.
+
+The page mines on every view (``suggestions.mining``; a few aggregate queries over the window).
+Drafting and dismissing re-mine and act on the suggestion the data gives now, found by its
+fingerprint: a posted condition is never trusted. Operators and viewers get 403, like every
+managing page (``role_required``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from tenants.console import role_required
+from tenants.models import Membership
+from tenants.requests import OrganizationRequest
+
+from . import services
+from .mining import MiningOptions, Suggestion, mine, suggestion_find
+
+MANAGERS = tuple(Membership.MANAGING_ROLES)
+DAYS_CHOICES = (7, 30, 90, 180)
+
+
+class OptionsForm(forms.Form):
+    """The miner's knobs, from the query string (or the posted form of a draft or dismissal)."""
+
+    days = forms.IntegerField(min_value=1, max_value=365, initial=30, required=False)
+    support = forms.IntegerField(min_value=1, max_value=100_000, initial=10, required=False)
+    confidence = forms.IntegerField(
+        min_value=50, max_value=100, initial=100, required=False, help_text="percent"
+    )
+
+    def options(self) -> MiningOptions:
+        data = self.cleaned_data
+        defaults = MiningOptions()
+        return MiningOptions(
+            days=data.get("days") or defaults.days,
+            min_support=data.get("support") or defaults.min_support,
+            min_confidence=(data.get("confidence") or 100) / 100,
+        )
+
+    def query(self) -> str:
+        options = self.options()
+        return urlencode(
+            {
+                "days": options.days,
+                "support": options.min_support,
+                "confidence": round(options.min_confidence * 100),
+            }
+        )
+
+
+def _page(request: OrganizationRequest, form: OptionsForm, status: int = 200) -> HttpResponse:
+    suggestions: list[Suggestion] = []
+    if form.is_valid():
+        suggestions = mine(organization=request.organization, options=form.options())
+    context: dict[str, Any] = {
+        "form": form,
+        "options": form.options() if form.is_valid() else MiningOptions(),
+        "suggestions": suggestions,
+        "days_choices": DAYS_CHOICES,
+        "query": form.query() if form.is_valid() else "",
+        "nav_active": "suggestions",
+    }
+    return render(request, "suggestions/suggestions.html", context, status=status)
+
+
+@role_required(*MANAGERS)
+@require_GET
+def suggestions(request: OrganizationRequest) -> HttpResponse:
+    form = OptionsForm(request.GET)
+    return _page(request, form, status=200 if form.is_valid() else 400)
+
+
+def _posted(
+    request: OrganizationRequest, fingerprint: str
+) -> tuple[OptionsForm, Suggestion | None]:
+    form = OptionsForm(request.POST)
+    if not form.is_valid():
+        return form, None
+    found = suggestion_find(
+        organization=request.organization, options=form.options(), fingerprint=fingerprint
+    )
+    return form, found
+
+
+def _back(form: OptionsForm) -> HttpResponseRedirect:
+    return HttpResponseRedirect(f"{reverse('suggestions')}?{form.query()}")
+
+
+@role_required(*MANAGERS)
+@require_POST
+def suggestion_draft(request: OrganizationRequest, fingerprint: str) -> HttpResponse:
+    """Create the rule as a disabled policy, then open it in the policy editor for review."""
+    form, suggestion = _posted(request, fingerprint)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    if suggestion is None:
+        messages.error(request, "That suggestion no longer holds: the decisions changed.")
+        return _back(form)
+    policy = suggestion.existing_policy or services.policy_draft_create(
+        organization=request.organization,
+        suggestion=suggestion,
+        actor=request.membership.as_actor(),
+    )
+    return HttpResponseRedirect(reverse("admin:escalations_policy_change", args=[policy.pk]))
+
+
+@role_required(*MANAGERS)
+@require_POST
+def suggestion_dismiss(request: OrganizationRequest, fingerprint: str) -> HttpResponse:
+    form, suggestion = _posted(request, fingerprint)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    if suggestion is None:
+        messages.error(request, "That suggestion no longer holds: the decisions changed.")
+    else:
+        services.suggestion_dismiss(
+            organization=request.organization,
+            suggestion=suggestion,
+            actor=request.membership.as_actor(),
+        )
+        messages.success(request, f"Dismissed: {suggestion.name}. It will not be offered again.")
+    return _back(form)
