@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +127,18 @@ def main() -> None:
         ("miner, confidence 50 %", MiningOptions(min_confidence=0.5)),
     ):
         connection.queries_log.clear()
-        seconds, found = _timed(
-            lambda options=options: mine(organization=organization, options=options)
-        )
+        seconds, found = _timed(partial(mine, organization=organization, options=options))
         results.append((label, seconds, found))
         print(f"{label}: {seconds:.2f} s, {len(found)} suggestions", flush=True)
         for suggestion in found:
             print(f"  {suggestion.summary} -> {suggestion.outcome_label}", flush=True)
 
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server_version = cursor.fetchone()[0].split()[0]
     machine = (
         f"{platform.node()} ({os.cpu_count()} CPUs, 24 GiB RAM, Python "
-        f"{platform.python_version()}, PostgreSQL {connection.pg_version // 10000} on 127.0.0.1; "
+        f"{platform.python_version()}, PostgreSQL {server_version} on 127.0.0.1; "
         "the machine is shared with other work running at the same time, so the figures are "
         "noisy: compare the ratios)"
     )

@@ -239,13 +239,10 @@ _WAIT = ExpressionWrapper(F("decided_at") - F("created_at"), output_field=Durati
 
 
 def window_queryset(organization: Organization, since: datetime) -> QuerySet[Escalation]:
-    """Every escalation of the organization created since ``since``, with its action's name."""
-    return (
-        Escalation.objects.filter(organization=organization, created_at__gte=since)
-        .annotate(action_name=KT("action__name"))
-        .filter(action_name__isnull=False)
-        .order_by()
-    )
+    """Every escalation of the organization created since ``since`` with a named action."""
+    return Escalation.objects.filter(
+        organization=organization, created_at__gte=since, action__name__isnull=False
+    ).order_by()
 
 
 def _human(window: QuerySet[Escalation]) -> QuerySet[Escalation]:
@@ -255,7 +252,9 @@ def _human(window: QuerySet[Escalation]) -> QuerySet[Escalation]:
 def _groups(human: QuerySet[Escalation], min_support: int) -> dict[tuple[int, str], dict[str, int]]:
     """Human decisions per (agent, action name) and status; groups too small are left out."""
     counts: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
-    rows = human.values("agent_id", "action_name", "status").annotate(n=Count("id"))
+    rows = human.values("agent_id", "status", action_name=KT("action__name")).annotate(
+        n=Count("id")
+    )
     for row in rows:
         counts[(row["agent_id"], row["action_name"])][row["status"]] = row["n"]
     return {group: n for group, n in counts.items() if max(n.values()) >= min_support}
@@ -309,7 +308,7 @@ def _extremes(
         human.filter(_in_groups(groups))
         .annotate(value=_value(argument))
         .filter(value__isnull=False)
-        .values("agent_id", "action_name", "status")
+        .values("agent_id", "status", action_name=KT("action__name"))
         .annotate(low=Min("value"), high=Max("value"))
     )
     found: dict[tuple[int, str], dict[str, tuple[float, float]]] = defaultdict(dict)
@@ -331,7 +330,7 @@ def _clean_bounds(
         human.filter(_in_groups(list(limits)), status=status)
         .annotate(value=_value(argument), limit=_per_group(limits))
         .filter(**{beyond: F("limit")})
-        .values("agent_id", "action_name")
+        .values("agent_id", action_name=KT("action__name"))
         .annotate(bound=Max("value") if approving else Min("value"))
     )
     return {(row["agent_id"], row["action_name"]): row["bound"] for row in rows}
@@ -352,7 +351,7 @@ def _covered(
         lookup = "value__lte" if first.operator == "<=" else "value__gte"
         matched = matched.annotate(value=_value(first.argument), bound=_per_group(bounds))
         matched = matched.filter(**{lookup: F("bound")})
-    rows = matched.values("agent_id", "action_name", "status").annotate(
+    rows = matched.values("agent_id", "status", action_name=KT("action__name")).annotate(
         n=Count("id"), wait=Sum(_WAIT)
     )
     found: dict[Rule, dict[str, tuple[int, timedelta]]] = defaultdict(dict)

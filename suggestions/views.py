@@ -66,7 +66,7 @@ def _page(request: OrganizationRequest, form: OptionsForm, status: int = 200) ->
         "form": form,
         "options": form.options() if form.is_valid() else MiningOptions(),
         "suggestions": suggestions,
-        "days_choices": DAYS_CHOICES,
+        "days_choices": sorted({*DAYS_CHOICES, form.options().days if form.is_valid() else 30}),
         "query": form.query() if form.is_valid() else "",
         "nav_active": "suggestions",
     }
