@@ -58,6 +58,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from escalations.models import Escalation, Policy
+from escalations.policies import ConditionError, condition_check
 from tenants.models import Agent, Organization
 
 from .models import DismissedSuggestion
@@ -137,8 +138,8 @@ class Suggestion:
         """The CEL condition, over the variables ``escalations.policies.activation`` exposes."""
         rule = self.rule
         clauses = [
-            f"agent.id == {json.dumps(self.agent.public_id)}",
-            f"action.name == {json.dumps(rule.action_name)}",
+            f"agent.id == {_string(self.agent.public_id)}",
+            f"action.name == {_string(rule.action_name)}",
         ]
         if rule.argument is not None and rule.bound is not None:
             bound = _number(rule.bound)
@@ -195,6 +196,12 @@ def duration_text(value: timedelta) -> str:
         return f"{seconds} s"
     hours, minutes = divmod(seconds // 60, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _string(value: str) -> str:
+    """A CEL string literal. JSON's escapes are CEL's, except that JSON writes a character
+    beyond the BMP as a surrogate pair, which CEL refuses: keep such characters as they are."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _number(value: float) -> str:
@@ -268,7 +275,7 @@ def _numeric_arguments(human: QuerySet[Escalation], group: tuple[int, str]) -> l
         .values_list("action", flat=True)
         .first()
     )
-    arguments = (action or {}).get("arguments") if isinstance(action, dict) else None
+    arguments = action.get("arguments") if isinstance(action, dict) else None
     if not isinstance(arguments, dict):
         return []
     return sorted(
@@ -451,7 +458,11 @@ def mine(
             "fingerprint", flat=True
         )
     )
-    suggestions = [s for s in suggestions if s.fingerprint not in dismissed]
+    # The condition check is the policy editor's: a suggestion is always one it would save (an
+    # action name too long for a condition, say, is left out rather than offered broken).
+    suggestions = [
+        s for s in suggestions if s.fingerprint not in dismissed and _usable(s.condition)
+    ]
     suggestions.sort(key=lambda s: (-s.support, s.agent.name, s.rule.action_name, s.rule.outcome))
     _dry_runs(window, human, suggestions)
     policies = {
@@ -461,6 +472,14 @@ def mine(
     for suggestion in suggestions:
         suggestion.existing_policy = policies.get(suggestion.condition)
     return suggestions
+
+
+def _usable(condition: str) -> bool:
+    try:
+        condition_check(condition)
+    except ConditionError:
+        return False
+    return True
 
 
 def _dry_runs(

@@ -140,6 +140,24 @@ def test_the_cel_rule_compiles_and_matches_what_the_miner_counted(acme):
     assert {300.5, None, True, "100", 500} <= amounts - matched
 
 
+def test_any_action_name_gives_a_condition_the_engine_accepts_and_matches(acme):
+    organization, agent, bob = acme.organization, agent_of(acme), acme.members["bob"]
+    name = 'say "hi" \\ to β 🎉'
+    decided(organization, agent, [{"to": "x"}] * 12, status="approved", by=bob, action=name)
+    decided(organization, agent, [{}] * 12, status="approved", by=bob, action="x" * 2000)
+
+    [suggestion] = mine(organization=organization, options=MiningOptions())  # not the long one
+    condition_check(suggestion.condition)
+    variables = activation(
+        agent=agent, data={"kind": "approval", "action": {"name": name}}, now=timezone.now()
+    )
+    assert condition_matches(suggestion.condition, variables)
+    other = activation(
+        agent=agent, data={"kind": "approval", "action": {"name": "say"}}, now=timezone.now()
+    )
+    assert not condition_matches(suggestion.condition, other)
+
+
 def test_another_organizations_decisions_never_count(acme, globex):
     bob, dana = acme.members["bob"], globex.members["dana"]
     decided(acme.organization, agent_of(acme), APPROVALS[:6], status="approved", by=bob)
