@@ -36,25 +36,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import (
-    BooleanField,
-    Case,
-    Count,
-    DurationField,
-    ExpressionWrapper,
-    F,
-    FloatField,
-    Func,
-    Max,
-    Min,
-    Q,
-    QuerySet,
-    Sum,
-    Value,
-    When,
-)
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db import connection
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from escalations.models import Escalation, Policy
@@ -62,13 +46,24 @@ from escalations.policies import ConditionError, condition_check
 from tenants.models import Agent, Organization
 
 from .models import DismissedSuggestion
+from .queries import (
+    ACTION_NAME,
+    APPROVED,
+    REJECTED,
+    WAIT,
+    Group,
+    Median,
+    argument_value,
+    human_decisions,
+    in_groups,
+    per_group,
+    window_queryset,
+)
 
-APPROVED = Escalation.Status.APPROVED
-REJECTED = Escalation.Status.REJECTED
-DECIDED = (APPROVED, REJECTED)
 # A key CEL can reach as ``action.arguments.<key>``; "__" would split Django's JSON key path.
 _ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LINKS = 10
+OUTCOMES = (Policy.Outcome.AUTO_APPROVE, Policy.Outcome.AUTO_REJECT)
 
 
 @dataclass(frozen=True)
@@ -100,7 +95,7 @@ class Rule:
         return "<=" if self.outcome == Policy.Outcome.AUTO_APPROVE else ">="
 
     @property
-    def group(self) -> tuple[int, str]:
+    def group(self) -> Group:
         return (self.agent_id, self.action_name)
 
 
@@ -212,69 +207,27 @@ def _symbol(operator: str) -> str:
     return {"<=": "≤", ">=": "≥"}[operator]
 
 
-class _IsNumber(Func):
-    """True where ``action.arguments.<key>`` is a JSON number (not a string, bool or null), the
-    only values a CEL comparison with a number accepts."""
-
-    output_field = BooleanField()
-
-    def __init__(self, argument: str) -> None:
-        super().__init__(F("action"))
-        self.argument = argument
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
-        sql, params = compiler.compile(self.source_expressions[0])
-        return f"(jsonb_typeof({sql} -> 'arguments' -> %s) = 'number')", [*params, self.argument]
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
-        sql, params = compiler.compile(self.source_expressions[0])
-        path = f'$.arguments."{self.argument}"'
-        return f"(json_type({sql}, %s) IN ('integer', 'real'))", [*params, path]
+Stats = dict[str, tuple[int, timedelta]]  # per status: how many, and the time people took
 
 
-def _value(argument: str) -> Case:
-    """The argument as a float, NULL unless it is a JSON number (a CASE, so that PostgreSQL
-    never casts a string: the order of AND-ed conditions is not guaranteed, a CASE's is)."""
-    return Case(
-        When(_IsNumber(argument), then=Cast(KT(f"action__arguments__{argument}"), FloatField())),
-        default=Value(None),
-        output_field=FloatField(),
-    )
-
-
-_WAIT = ExpressionWrapper(F("decided_at") - F("created_at"), output_field=DurationField())
-
-
-def window_queryset(organization: Organization, since: datetime) -> QuerySet[Escalation]:
-    """Every escalation of the organization created since ``since`` with a named action."""
-    return Escalation.objects.filter(
-        organization=organization, created_at__gte=since, action__name__isnull=False
-    ).order_by()
-
-
-def _human(window: QuerySet[Escalation]) -> QuerySet[Escalation]:
-    return window.filter(status__in=DECIDED, decided_by__type="user")
-
-
-def _groups(human: QuerySet[Escalation], min_support: int) -> dict[tuple[int, str], dict[str, int]]:
-    """Human decisions per (agent, action name) and status; groups too small are left out."""
-    counts: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
-    rows = human.values("agent_id", "status", action_name=KT("action__name")).annotate(
-        n=Count("id")
+def _groups(human: QuerySet[Escalation], min_support: int) -> tuple[dict[Group, Stats], list[int]]:
+    """Human decisions per (agent, action name) and status, for the groups big enough, and the
+    id of each group's latest escalation (its action shows the arguments' shape)."""
+    stats: dict[Group, Stats] = defaultdict(dict)
+    latest: dict[Group, int] = {}
+    rows = human.values("agent_id", "status", action_name=ACTION_NAME).annotate(
+        n=Count("id"), wait=Sum(WAIT), latest=Max("id")
     )
     for row in rows:
-        counts[(row["agent_id"], row["action_name"])][row["status"]] = row["n"]
-    return {group: n for group, n in counts.items() if max(n.values()) >= min_support}
+        group = (row["agent_id"], row["action_name"])
+        stats[group][row["status"]] = (row["n"], row["wait"] or timedelta(0))
+        latest[group] = max(latest.get(group, 0), row["latest"])
+    big = {group: n for group, n in stats.items() if max(v[0] for v in n.values()) >= min_support}
+    return big, [latest[group] for group in big]
 
 
-def _numeric_arguments(human: QuerySet[Escalation], group: tuple[int, str]) -> list[str]:
-    """The numeric arguments of the group's latest action (its shape, one row read)."""
-    action = (
-        human.filter(agent_id=group[0], action__name=group[1])
-        .order_by("-created_at", "-id")
-        .values_list("action", flat=True)
-        .first()
-    )
+def _numeric_arguments(action: Any) -> list[str]:
+    """The keys of ``action.arguments`` holding a number that CEL can name."""
     arguments = action.get("arguments") if isinstance(action, dict) else None
     if not isinstance(arguments, dict):
         return []
@@ -288,83 +241,95 @@ def _numeric_arguments(human: QuerySet[Escalation], group: tuple[int, str]) -> l
     )
 
 
-def _in_groups(groups: list[tuple[int, str]]) -> Q:
-    condition = Q(pk__in=[])
-    for agent_id, action_name in groups:
-        condition |= Q(agent_id=agent_id, action__name=action_name)
-    return condition
-
-
-def _per_group(values: dict[tuple[int, str], float]) -> Case:
-    """A CASE giving each group its own number (its bound), NULL for any other row."""
-    return Case(
-        *[
-            When(agent_id=agent_id, action__name=action_name, then=Value(value))
-            for (agent_id, action_name), value in values.items()
-        ],
-        default=Value(None),
-        output_field=FloatField(),
-    )
-
-
 def _extremes(
-    human: QuerySet[Escalation], argument: str, groups: list[tuple[int, str]]
-) -> dict[tuple[int, str], dict[str, tuple[float, float]]]:
+    human: QuerySet[Escalation], argument: str, groups: list[Group]
+) -> dict[Group, dict[str, tuple[float, float]]]:
     """Per group and status: the smallest and largest value of ``argument``."""
     rows = (
-        human.filter(_in_groups(groups))
-        .annotate(value=_value(argument))
+        human.filter(in_groups(groups))
+        .annotate(value=argument_value(argument))
         .filter(value__isnull=False)
-        .values("agent_id", "status", action_name=KT("action__name"))
+        .values("agent_id", "status", action_name=ACTION_NAME)
         .annotate(low=Min("value"), high=Max("value"))
     )
-    found: dict[tuple[int, str], dict[str, tuple[float, float]]] = defaultdict(dict)
+    found: dict[Group, dict[str, tuple[float, float]]] = defaultdict(dict)
     for row in rows:
         found[(row["agent_id"], row["action_name"])][row["status"]] = (row["low"], row["high"])
     return found
 
 
 def _clean_bounds(
-    human: QuerySet[Escalation], argument: str, limits: dict[tuple[int, str], float], status: str
-) -> dict[tuple[int, str], float]:
-    """Where the two outcomes overlap: the largest approval below each group's smallest
-    rejection (``status`` approved), or the smallest rejection above its largest approval."""
-    if not limits:
-        return {}
-    approving = status == APPROVED
-    beyond = "value__lt" if approving else "value__gt"
+    human: QuerySet[Escalation],
+    argument: str,
+    below: dict[Group, float],
+    above: dict[Group, float],
+) -> list[Rule]:
+    """Where the outcomes overlap: the largest approval below each group's smallest rejection
+    (``below``), and the smallest rejection above its largest approval (``above``)."""
+    if not below and not above:
+        return []
     rows = (
-        human.filter(_in_groups(list(limits)), status=status)
-        .annotate(value=_value(argument), limit=_per_group(limits))
-        .filter(**{beyond: F("limit")})
-        .values("agent_id", action_name=KT("action__name"))
-        .annotate(bound=Max("value") if approving else Min("value"))
+        human.filter(in_groups([*below, *above]))
+        .annotate(value=argument_value(argument))
+        .values("agent_id", action_name=ACTION_NAME)
+        .annotate(
+            approve=Max("value", filter=Q(status=APPROVED, value__lt=per_group(below))),
+            reject=Min("value", filter=Q(status=REJECTED, value__gt=per_group(above))),
+        )
     )
-    return {(row["agent_id"], row["action_name"]): row["bound"] for row in rows}
+    rules = []
+    for row in rows:
+        for outcome in OUTCOMES:
+            bound = row["approve" if outcome == Policy.Outcome.AUTO_APPROVE else "reject"]
+            if bound is not None:
+                rules.append(Rule(row["agent_id"], row["action_name"], outcome, argument, bound))
+    return rules
 
 
-def _covered(
-    queryset: QuerySet[Escalation], rules: list[Rule]
-) -> dict[Rule, dict[str, tuple[int, timedelta]]]:
-    """Per rule and status: how many escalations of ``queryset`` the rule matches and the time
-    people took on them. Rules of one batch share argument and outcome, one rule per group."""
+def _matching(rules: list[Rule], outcome: str) -> Q | None:
+    """Rows the batch's ``outcome`` rules match (one rule per group; None: no such rule)."""
+    bounds = {rule.group: rule.bound for rule in rules if rule.outcome == outcome}
+    if not bounds:
+        return None
+    first = next(rule for rule in rules if rule.outcome == outcome)
+    if first.argument is None:
+        return in_groups(list(bounds))
+    lookup = "value__lte" if first.operator == "<=" else "value__gte"
+    return Q(**{lookup: per_group({g: b for g, b in bounds.items() if b is not None})})
+
+
+def _batch(queryset: QuerySet[Escalation], rules: list[Rule]) -> QuerySet[Escalation]:
+    """The rows of ``queryset`` in the groups of ``rules`` (which share one argument)."""
+    matched = queryset.filter(in_groups(list({rule.group for rule in rules})))
+    if rules[0].argument is not None:
+        matched = matched.annotate(value=argument_value(rules[0].argument))
+    return matched
+
+
+def _covered(queryset: QuerySet[Escalation], rules: list[Rule]) -> dict[Rule, Stats]:
+    """Per rule and status: how many rows of ``queryset`` it matches and the time people took
+    on them. The rules share one argument; at most one per group and outcome. One query."""
     if not rules:
         return {}
-    first = rules[0]
-    by_group = {rule.group: rule for rule in rules}
-    matched = queryset.filter(_in_groups(list(by_group)))
-    if first.argument is not None:
-        bounds = {rule.group: rule.bound for rule in rules if rule.bound is not None}
-        lookup = "value__lte" if first.operator == "<=" else "value__gte"
-        matched = matched.annotate(value=_value(first.argument), bound=_per_group(bounds))
-        matched = matched.filter(**{lookup: F("bound")})
-    rows = matched.values("agent_id", "status", action_name=KT("action__name")).annotate(
-        n=Count("id"), wait=Sum(_WAIT)
+    aggregates: dict[str, Any] = {}
+    for outcome in OUTCOMES:
+        condition = _matching(rules, outcome)
+        if condition is not None:
+            aggregates[f"n_{outcome}"] = Count("id", filter=condition)
+            aggregates[f"wait_{outcome}"] = Sum(WAIT, filter=condition)
+    rows = (
+        _batch(queryset, rules)
+        .values("agent_id", "status", action_name=ACTION_NAME)
+        .annotate(**aggregates)
     )
-    found: dict[Rule, dict[str, tuple[int, timedelta]]] = defaultdict(dict)
+    by_key = {(rule.group, rule.outcome): rule for rule in rules}
+    found: dict[Rule, Stats] = defaultdict(dict)
     for row in rows:
-        rule = by_group[(row["agent_id"], row["action_name"])]
-        found[rule][row["status"]] = (row["n"], row["wait"] or timedelta(0))
+        for outcome in OUTCOMES:
+            rule = by_key.get(((row["agent_id"], row["action_name"]), outcome))
+            if rule is not None and row[f"n_{outcome}"]:
+                wait = row[f"wait_{outcome}"] or timedelta(0)
+                found[rule][row["status"]] = (row[f"n_{outcome}"], wait)
     return found
 
 
@@ -374,56 +339,41 @@ def rule_queryset(queryset: QuerySet[Escalation], rule: Rule) -> QuerySet[Escala
     if rule.argument is None or rule.bound is None:
         return matched
     lookup = "value__lte" if rule.operator == "<=" else "value__gte"
-    return matched.annotate(value=_value(rule.argument)).filter(**{lookup: rule.bound})
+    return matched.annotate(value=argument_value(rule.argument)).filter(**{lookup: rule.bound})
 
 
 def _candidates(
-    human: QuerySet[Escalation],
-    groups: dict[tuple[int, str], dict[str, int]],
-    options: MiningOptions,
-) -> list[list[Rule]]:
-    """Candidate rules in batches for ``_covered`` (one argument and outcome per batch, one rule
-    per group per batch)."""
-    arguments: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    batches: list[list[Rule]] = []
-    whole: dict[str, list[Rule]] = defaultdict(list)
-    for group in groups:
-        keys = _numeric_arguments(human, group)
+    human: QuerySet[Escalation], groups: dict[Group, Stats], latest: list[int], confidence: float
+) -> tuple[list[Rule], list[list[Rule]]]:
+    """Candidate rules: those over whole groups (their figures are the groups' own), and
+    batches of bounded ones for ``_covered`` (one argument per batch)."""
+    actions = Escalation.objects.in_bulk(latest)
+    arguments: dict[str, list[Group]] = defaultdict(list)
+    whole: list[Rule] = []
+    for escalation in actions.values():
+        group = (escalation.agent_id, (escalation.action or {}).get("name"))
+        keys = _numeric_arguments(escalation.action) if group in groups else []
         for key in keys:
             arguments[key].append(group)
-        if not keys:
-            for outcome in (Policy.Outcome.AUTO_APPROVE, Policy.Outcome.AUTO_REJECT):
-                whole[outcome].append(Rule(group[0], group[1], outcome))
-    batches.extend(rules for rules in whole.values() if rules)
+        if group in groups and not keys:
+            whole += [Rule(*group, outcome) for outcome in OUTCOMES]
+    batches: list[list[Rule]] = []
     for key, keyed in sorted(arguments.items()):
-        extremes = _extremes(human, key, keyed)
-        for outcome, own, other in (
-            (Policy.Outcome.AUTO_APPROVE, APPROVED, REJECTED),
-            (Policy.Outcome.AUTO_REJECT, REJECTED, APPROVED),
-        ):
-            approving = own == APPROVED
-            widest: dict[tuple[int, str], float] = {}
-            overlapping: dict[tuple[int, str], float] = {}
-            for group, stats in extremes.items():
-                if own not in stats:
-                    continue
-                mine = stats[own][1] if approving else stats[own][0]
-                if other not in stats:
-                    widest[group] = mine
-                    continue
-                theirs = stats[other][0] if approving else stats[other][1]
-                if (mine < theirs) if approving else (mine > theirs):
-                    widest[group] = mine
-                else:
-                    overlapping[group] = theirs
-                    if options.min_confidence < 1:
-                        widest[group] = mine
-            clean = _clean_bounds(human, key, overlapping, own)
-            for bounds in (widest, clean):
-                rules = [Rule(g[0], g[1], outcome, key, bound) for g, bound in bounds.items()]
-                if rules:
-                    batches.append(rules)
-    return batches
+        widest: list[Rule] = []
+        below: dict[Group, float] = {}
+        above: dict[Group, float] = {}
+        for group, stats in _extremes(human, key, keyed).items():
+            approved, rejected = stats.get(APPROVED), stats.get(REJECTED)
+            if approved and (not rejected or approved[1] < rejected[0] or confidence < 1):
+                widest.append(Rule(*group, Policy.Outcome.AUTO_APPROVE, key, approved[1]))
+            if approved and rejected and approved[1] >= rejected[0]:
+                below[group] = rejected[0]
+            if rejected and (not approved or rejected[0] > approved[1] or confidence < 1):
+                widest.append(Rule(*group, Policy.Outcome.AUTO_REJECT, key, rejected[0]))
+            if approved and rejected and rejected[0] <= approved[1]:
+                above[group] = approved[1]
+        batches += [rules for rules in (widest, _clean_bounds(human, key, below, above)) if rules]
+    return whole, batches
 
 
 def mine(
@@ -433,35 +383,40 @@ def mine(
     dismissed ones."""
     since = (now or timezone.now()) - timedelta(days=options.days)
     window = window_queryset(organization, since)
-    human = _human(window)
-    groups = _groups(human, options.min_support)
-    best: dict[tuple[tuple[int, str], str], tuple[Rule, int, int, timedelta]] = {}
-    for batch in _candidates(human, groups, options):
-        for rule, statuses in _covered(human, batch).items():
-            agreed, saved = statuses.get(rule.status, (0, timedelta(0)))
-            other = REJECTED if rule.status == APPROVED else APPROVED
-            disagreed, other_wait = statuses.get(other, (0, timedelta(0)))
-            confidence = agreed / (agreed + disagreed) if agreed else 0.0
-            if agreed < options.min_support or confidence < options.min_confidence:
-                continue
-            key = (rule.group, rule.outcome)
-            ranking = (agreed, -disagreed)
-            if key not in best or ranking > (best[key][1], -best[key][2]):
-                best[key] = (rule, agreed, disagreed, saved + other_wait)
+    human = human_decisions(window)
+    groups, latest = _groups(human, options.min_support)
+    whole, batches = _candidates(human, groups, latest, options.min_confidence)
+    evaluated: dict[Rule, Stats] = {rule: groups[rule.group] for rule in whole}
+    for batch in batches:
+        evaluated.update(_covered(human, batch))
+    best: dict[tuple[Group, str], tuple[Rule, int, int, timedelta]] = {}
+    for rule, statuses in evaluated.items():
+        agreed, saved = statuses.get(rule.status, (0, timedelta(0)))
+        disagreed, other_wait = statuses.get(_other(rule.status), (0, timedelta(0)))
+        confidence = agreed / (agreed + disagreed) if agreed else 0.0
+        if agreed < options.min_support or confidence < options.min_confidence:
+            continue
+        key = (rule.group, rule.outcome)
+        if key not in best or (agreed, -disagreed) > (best[key][1], -best[key][2]):
+            best[key] = (rule, agreed, disagreed, saved + other_wait)
     agents = Agent.objects.in_bulk({group[0] for group, _ in best})
-    suggestions = [
-        Suggestion(rule=rule, agent=agents[rule.agent_id], support=n, disagreed=d, saved=saved)
-        for rule, n, d, saved in best.values()
-    ]
     dismissed = set(
         DismissedSuggestion.objects.filter(organization=organization).values_list(
             "fingerprint", flat=True
         )
     )
-    # The condition check is the policy editor's: a suggestion is always one it would save (an
-    # action name too long for a condition, say, is left out rather than offered broken).
     suggestions = [
-        s for s in suggestions if s.fingerprint not in dismissed and _usable(s.condition)
+        suggestion
+        for rule, n, d, saved in best.values()
+        if (
+            suggestion := Suggestion(
+                rule=rule, agent=agents[rule.agent_id], support=n, disagreed=d, saved=saved
+            )
+        ).fingerprint
+        not in dismissed
+        # The policy editor's own check: an action name too long for a condition, say, is
+        # left out rather than offered broken.
+        and _usable(suggestion.condition)
     ]
     suggestions.sort(key=lambda s: (-s.support, s.agent.name, s.rule.action_name, s.rule.outcome))
     _dry_runs(window, human, suggestions)
@@ -472,6 +427,10 @@ def mine(
     for suggestion in suggestions:
         suggestion.existing_policy = policies.get(suggestion.condition)
     return suggestions
+
+
+def _other(status: str) -> str:
+    return REJECTED if status == APPROVED else APPROVED
 
 
 def _usable(condition: str) -> bool:
@@ -485,39 +444,91 @@ def _usable(condition: str) -> bool:
 def _dry_runs(
     window: QuerySet[Escalation], human: QuerySet[Escalation], suggestions: list[Suggestion]
 ) -> None:
-    """Fill in each suggestion's dry run over the whole window and its median human wait."""
-    batches: dict[tuple[str | None, str], list[Rule]] = defaultdict(list)
+    """Fill in each suggestion's dry run over the whole window (a query per argument, and one
+    for the contradicted escalations' links) and its median wait."""
+    batches: dict[str | None, list[Rule]] = defaultdict(list)
     for suggestion in suggestions:
-        batches[(suggestion.rule.argument, suggestion.rule.outcome)].append(suggestion.rule)
-    covered: dict[Rule, dict[str, tuple[int, timedelta]]] = {}
+        batches[suggestion.rule.argument].append(suggestion.rule)
+    covered: dict[Rule, Stats] = {}
+    links: dict[Rule, list[str]] = {}
+    medians: dict[Rule, timedelta | None] = {}
     for rules in batches.values():
-        # One rule per group per batch: a group's approve and reject rules differ in outcome.
-        covered.update(_covered(window, rules))
+        found = _covered(window, rules)
+        covered.update(found)
+        if any(found.get(rule, {}).get(_other(rule.status)) for rule in rules):
+            links.update(_contradicted_links(window, rules))
+        medians.update(_medians(human, rules))
     for suggestion in suggestions:
         rule = suggestion.rule
         statuses = {status: n for status, (n, _) in covered.get(rule, {}).items()}
-        other = REJECTED if rule.status == APPROVED else APPROVED
-        contradicted_ids: list[str] = []
-        if statuses.get(other):
-            contradicted_ids = list(
-                rule_queryset(window, rule)
-                .filter(status=other)
-                .order_by("-created_at", "-id")
-                .values_list("public_id", flat=True)[:LINKS]
-            )
         suggestion.dry_run = DryRun(
             matched=sum(statuses.values()),
             by_status=dict(sorted(statuses.items())),
-            contradicted=statuses.get(other, 0),
-            contradicted_ids=contradicted_ids,
+            contradicted=statuses.get(_other(rule.status), 0),
+            contradicted_ids=links.get(rule, []),
         )
-        waits = (
-            rule_queryset(human, rule)
-            .annotate(wait=_WAIT)
-            .order_by("wait")
-            .values_list("wait", flat=True)
+        suggestion.median_wait = medians.get(rule)
+
+
+def _contradicted_links(queryset: QuerySet[Escalation], rules: list[Rule]) -> dict[Rule, list[str]]:
+    """The newest ``LINKS`` escalations each rule matches that were decided the other way."""
+    contradicted = Q(pk__in=[])
+    for outcome, status in (
+        (Policy.Outcome.AUTO_APPROVE, REJECTED),
+        (Policy.Outcome.AUTO_REJECT, APPROVED),
+    ):
+        condition = _matching(rules, outcome)
+        if condition is not None:
+            contradicted |= condition & Q(status=status)
+    newest_first = [F("created_at").desc(), F("id").desc()]
+    rows = (
+        _batch(queryset, rules)
+        .filter(contradicted)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("agent_id"), ACTION_NAME, F("status")],
+                order_by=newest_first,
+            )
         )
-        suggestion.median_wait = waits[suggestion.covered // 2] if suggestion.covered else None
+        .filter(rank__lte=LINKS)
+        .order_by(*newest_first)
+        .values_list("agent_id", "action__name", "status", "public_id")
+    )
+    by_key = {(rule.group, _other(rule.status)): rule for rule in rules}
+    found: dict[Rule, list[str]] = defaultdict(list)
+    for agent_id, action_name, status, public_id in rows:
+        found[by_key[((agent_id, action_name), status)]].append(public_id)
+    return found
+
+
+def _medians(human: QuerySet[Escalation], rules: list[Rule]) -> dict[Rule, timedelta | None]:
+    """The median wait of the human decisions each rule covers that went its way: one query
+    on PostgreSQL (``percentile_cont``), one per rule elsewhere (SQLite has no percentile)."""
+    if connection.vendor != "postgresql":
+        medians: dict[Rule, timedelta | None] = {}
+        for rule in rules:
+            agreed = rule_queryset(human, rule).filter(status=rule.status)
+            waits = agreed.annotate(wait=WAIT).order_by("wait").values_list("wait", flat=True)
+            medians[rule] = waits[(agreed.count() - 1) // 2] if agreed.exists() else None
+        return medians
+    aggregates: dict[str, Any] = {}
+    for outcome in OUTCOMES:
+        condition = _matching(rules, outcome)
+        if condition is not None:
+            aggregates[outcome] = Median(WAIT, filter=condition)
+    rows = (
+        _batch(human, rules)
+        .values("agent_id", "status", action_name=ACTION_NAME)
+        .annotate(**aggregates)
+    )
+    by_key = {(rule.group, rule.status): rule for rule in rules}
+    found: dict[Rule, timedelta | None] = {}
+    for row in rows:
+        rule = by_key.get(((row["agent_id"], row["action_name"]), row["status"]))
+        if rule is not None:
+            found[rule] = row[rule.outcome]
+    return found
 
 
 def suggestion_find(

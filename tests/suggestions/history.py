@@ -49,7 +49,7 @@ def decided(
                 agent=agent,
                 kind="approval",
                 status=status,
-                title=f"{action} {amount}",
+                title=f"{action} {amount}"[:300],
                 action={"name": action, "arguments": arguments},
                 response_schema={"type": "boolean"},
                 timeout_seconds=3600,
