@@ -183,12 +183,16 @@ def main() -> None:
         )
     lines += [
         "",
-        "Where the time goes: the miner scans the window a few times (the human-decision",
-        "groups; per numeric argument the extremes per outcome, the clean bounds where the",
-        "outcomes overlap, the evaluation of each candidate batch; the dry run per batch over",
-        "the whole window), each a `GROUP BY agent, action name, status` with the argument",
-        "extracted from `action` (jsonb) and cast, and one short indexed read per suggestion",
-        "(contradicted links, median wait). Nothing is loaded row by row into Python.",
+        "Where the time goes: every step is a `GROUP BY` agent, action name (and status) over",
+        "the window, with the argument extracted from `action` (jsonb) and cast; nothing is",
+        "loaded row by row into Python. One scan gives the human-decision groups (their counts,",
+        "waits and latest escalation); per numeric argument, one scan finds each outcome's",
+        "extremes, one the clean bounds where the outcomes overlap, and one per kind of bound",
+        "evaluates the candidates (both outcomes in one query). For the suggestions found, per",
+        "argument: the dry run over the whole window, the median wait (`percentile_cont`) and",
+        "the newest contradicted escalations (`row_number()` over each group). The cost grows",
+        "with the rows in the window times the numeric arguments of the mined actions (here",
+        "two: `order` and `amount` of `issue_refund`), not with the number of suggestions.",
         "",
     ]
     (HERE / "RESULTS-suggestions.md").write_text("\n".join(lines))

@@ -17,9 +17,9 @@ The rule, in plain words (the console page and the README say the same):
    most decisions wins. A group whose action has no numeric argument gets the rule "this agent,
    this action" when the whole group meets the same two thresholds.
 5. Each suggestion carries the time people spent on what it covers (the sum of
-   ``decided_at - created_at``), the median wait, and a **dry run**: every escalation of the
-   window the rule would have decided (whoever decided it, or still pending), and those decided
-   the other way.
+   ``decided_at - created_at``), the median wait of those that went its way, and a **dry run**:
+   every escalation of the window the rule would have decided (whoever decided it, or still
+   pending), and those decided the other way.
 
 Everything is aggregated in the database (``GROUP BY`` agent, action name and status, with the
 numeric argument extracted from the JSON and cast): the miner's cost is a few scans of the
