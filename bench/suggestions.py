@@ -105,7 +105,9 @@ def main() -> None:
         organization=organization, created_at__gte=timezone.now() - timedelta(days=30)
     )
     rows = window.count()
+    decided = window.exclude(status="pending").count()
     human = window.filter(status__in=["approved", "rejected"], decided_by__type="user").count()
+    load = os.getloadavg()[0]
     print(f"seeded {count:,} + {count // 10:,} rows in {seed_seconds:.0f} s", flush=True)
 
     def baseline() -> list[tuple[int, int]]:
@@ -153,9 +155,13 @@ def main() -> None:
         f"`bench.seed_history.seed_escalations` inserts {count:,} escalations into one",
         f"organization (and {count // 10:,} into another, same table) in {seed_seconds:.0f} s, all",
         f"created within the last 29 days: {rows:,} rows in the miner's 30-day window, of which",
-        f"{human:,} were approved or rejected by a person (the rest: policies, timeouts, cancels,",
-        "questions, pending). Each measurement is the median of "
-        f"{REPEATS} runs in one process, warm cache.",
+        f"{decided:,} are decided and {human:,} were approved or rejected by a person (the rest:",
+        "policies, timeouts, cancels, answered questions). The miner reads all of them: the",
+        "human decisions to mine, the whole window for the dry runs. The seeder is called in",
+        f"batches of {CHUNK:,} rows (its `n * 7919` overflows PostgreSQL's integer beyond",
+        "~271,000 rows per call). Each measurement is the median of "
+        f"{REPEATS} runs in one process, warm cache; the load average was {load:.1f} on the",
+        "2 cores when the measurements began.",
         "",
         "The baseline is the cheapest query that reads the same rows: `SELECT agent_id, count(*)",
         "… WHERE organization_id = … AND created_at >= now() - 30 days GROUP BY agent_id`.",

@@ -59,15 +59,14 @@ class OptionsForm(forms.Form):
 
 
 def _page(request: OrganizationRequest, form: OptionsForm, status: int = 200) -> HttpResponse:
-    suggestions: list[Suggestion] = []
-    if form.is_valid():
-        suggestions = mine(organization=request.organization, options=form.options())
+    """The page; with invalid options (status 400) their errors and no mining."""
+    valid = form.is_valid()
+    options = form.options() if valid else MiningOptions()
     context: dict[str, Any] = {
         "form": form,
-        "options": form.options() if form.is_valid() else MiningOptions(),
-        "suggestions": suggestions,
-        "days_choices": sorted({*DAYS_CHOICES, form.options().days if form.is_valid() else 30}),
-        "query": form.query() if form.is_valid() else "",
+        "options": options,
+        "suggestions": mine(organization=request.organization, options=options) if valid else [],
+        "days_choices": sorted({*DAYS_CHOICES, options.days}),
         "nav_active": "suggestions",
     }
     return render(request, "suggestions/suggestions.html", context, status=status)
