@@ -210,7 +210,9 @@ def _symbol(operator: str) -> str:
 Stats = dict[str, tuple[int, timedelta]]  # per status: how many, and the time people took
 
 
-def _groups(human: QuerySet[Escalation], min_support: int) -> tuple[dict[Group, Stats], list[int]]:
+def _groups(
+    human: QuerySet[Escalation], min_support: int
+) -> tuple[dict[Group, Stats], dict[Group, int]]:
     """Human decisions per (agent, action name) and status, for the groups big enough, and the
     id of each group's latest escalation (its action shows the arguments' shape)."""
     stats: dict[Group, Stats] = defaultdict(dict)
@@ -223,7 +225,7 @@ def _groups(human: QuerySet[Escalation], min_support: int) -> tuple[dict[Group, 
         stats[group][row["status"]] = (row["n"], row["wait"] or timedelta(0))
         latest[group] = max(latest.get(group, 0), row["latest"])
     big = {group: n for group, n in stats.items() if max(v[0] for v in n.values()) >= min_support}
-    return big, [latest[group] for group in big]
+    return big, {group: latest[group] for group in big}
 
 
 def _numeric_arguments(action: Any) -> list[str]:
@@ -343,19 +345,18 @@ def rule_queryset(queryset: QuerySet[Escalation], rule: Rule) -> QuerySet[Escala
 
 
 def _candidates(
-    human: QuerySet[Escalation], groups: dict[Group, Stats], latest: list[int], confidence: float
+    human: QuerySet[Escalation], latest: dict[Group, int], confidence: float
 ) -> tuple[list[Rule], list[list[Rule]]]:
     """Candidate rules: those over whole groups (their figures are the groups' own), and
     batches of bounded ones for ``_covered`` (one argument per batch)."""
-    actions = Escalation.objects.in_bulk(latest)
+    actions = Escalation.objects.in_bulk(list(latest.values()))
     arguments: dict[str, list[Group]] = defaultdict(list)
     whole: list[Rule] = []
-    for escalation in actions.values():
-        group = (escalation.agent_id, (escalation.action or {}).get("name"))
-        keys = _numeric_arguments(escalation.action) if group in groups else []
+    for group, pk in latest.items():
+        keys = _numeric_arguments(actions[pk].action)
         for key in keys:
             arguments[key].append(group)
-        if group in groups and not keys:
+        if not keys:
             whole += [Rule(*group, outcome) for outcome in OUTCOMES]
     batches: list[list[Rule]] = []
     for key, keyed in sorted(arguments.items()):
@@ -364,13 +365,16 @@ def _candidates(
         above: dict[Group, float] = {}
         for group, stats in _extremes(human, key, keyed).items():
             approved, rejected = stats.get(APPROVED), stats.get(REJECTED)
-            if approved and (not rejected or approved[1] < rejected[0] or confidence < 1):
+            # (low, high) per outcome; they overlap when some rejection is not above every
+            # approval. Without overlap (or below 100 % confidence) the widest bound is kept;
+            # with it, the clean bound inside is looked for.
+            overlap = bool(approved and rejected and approved[1] >= rejected[0])
+            if approved and (not overlap or confidence < 1):
                 widest.append(Rule(*group, Policy.Outcome.AUTO_APPROVE, key, approved[1]))
-            if approved and rejected and approved[1] >= rejected[0]:
-                below[group] = rejected[0]
-            if rejected and (not approved or rejected[0] > approved[1] or confidence < 1):
+            if rejected and (not overlap or confidence < 1):
                 widest.append(Rule(*group, Policy.Outcome.AUTO_REJECT, key, rejected[0]))
-            if approved and rejected and rejected[0] <= approved[1]:
+            if approved and rejected and overlap:
+                below[group] = rejected[0]
                 above[group] = approved[1]
         batches += [rules for rules in (widest, _clean_bounds(human, key, below, above)) if rules]
     return whole, batches
@@ -385,7 +389,7 @@ def mine(
     window = window_queryset(organization, since)
     human = human_decisions(window)
     groups, latest = _groups(human, options.min_support)
-    whole, batches = _candidates(human, groups, latest, options.min_confidence)
+    whole, batches = _candidates(human, latest, options.min_confidence)
     evaluated: dict[Rule, Stats] = {rule: groups[rule.group] for rule in whole}
     for batch in batches:
         evaluated.update(_covered(human, batch))
@@ -497,8 +501,8 @@ def _contradicted_links(queryset: QuerySet[Escalation], rules: list[Rule]) -> di
     )
     by_key = {(rule.group, _other(rule.status)): rule for rule in rules}
     found: dict[Rule, list[str]] = defaultdict(list)
-    for agent_id, action_name, status, public_id in rows:
-        found[by_key[((agent_id, action_name), status)]].append(public_id)
+    for agent_id, action_name, decided, public_id in rows:
+        found[by_key[((agent_id, action_name), decided)]].append(public_id)
     return found
 
 
@@ -525,9 +529,9 @@ def _medians(human: QuerySet[Escalation], rules: list[Rule]) -> dict[Rule, timed
     by_key = {(rule.group, rule.status): rule for rule in rules}
     found: dict[Rule, timedelta | None] = {}
     for row in rows:
-        rule = by_key.get(((row["agent_id"], row["action_name"]), row["status"]))
-        if rule is not None:
-            found[rule] = row[rule.outcome]
+        agreeing = by_key.get(((row["agent_id"], row["action_name"]), row["status"]))
+        if agreeing is not None:
+            found[agreeing] = row[agreeing.outcome]
     return found
 
 
