@@ -2,18 +2,20 @@
 
 The page mines on every view (``suggestions.mining``; a few aggregate queries over the window).
 Drafting and dismissing re-mine and act on the suggestion the data gives now, found by its
-fingerprint: a posted condition is never trusted. Operators and viewers get 403, like every
-managing page (``role_required``).
+fingerprint: a posted condition is never trusted, and a fingerprint the organization's own data
+does not give is a 404. Operators and viewers get 403, like every managing page
+(``role_required``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -27,6 +29,7 @@ from .mining import MiningOptions, Suggestion, mine, suggestion_find
 
 MANAGERS = tuple(Membership.MANAGING_ROLES)
 DAYS_CHOICES = (7, 30, 90, 180)
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 class OptionsForm(forms.Form):
@@ -82,17 +85,22 @@ def suggestions(request: OrganizationRequest) -> HttpResponse:
 def _posted(
     request: OrganizationRequest, fingerprint: str
 ) -> tuple[OptionsForm, Suggestion | None]:
+    """The posted options, and the suggestion they give now (None if they are invalid).
+
+    A fingerprint the organization's own data does not give (another organization's, one the
+    data moved since the page was shown, or no fingerprint at all) is a 404.
+    """
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise Http404("No such suggestion.")
     form = OptionsForm(request.POST)
     if not form.is_valid():
         return form, None
     found = suggestion_find(
         organization=request.organization, options=form.options(), fingerprint=fingerprint
     )
+    if found is None:
+        raise Http404("That suggestion no longer holds: the decisions changed.")
     return form, found
-
-
-def _back(form: OptionsForm) -> HttpResponseRedirect:
-    return HttpResponseRedirect(f"{reverse('suggestions')}?{form.query()}")
 
 
 @role_required(*MANAGERS)
@@ -100,11 +108,8 @@ def _back(form: OptionsForm) -> HttpResponseRedirect:
 def suggestion_draft(request: OrganizationRequest, fingerprint: str) -> HttpResponse:
     """Create the rule as a disabled policy, then open it in the policy editor for review."""
     form, suggestion = _posted(request, fingerprint)
-    if not form.is_valid():
-        return _page(request, form, status=400)
     if suggestion is None:
-        messages.error(request, "That suggestion no longer holds: the decisions changed.")
-        return _back(form)
+        return _page(request, form, status=400)
     policy = suggestion.existing_policy or services.policy_draft_create(
         organization=request.organization,
         suggestion=suggestion,
@@ -117,15 +122,12 @@ def suggestion_draft(request: OrganizationRequest, fingerprint: str) -> HttpResp
 @require_POST
 def suggestion_dismiss(request: OrganizationRequest, fingerprint: str) -> HttpResponse:
     form, suggestion = _posted(request, fingerprint)
-    if not form.is_valid():
-        return _page(request, form, status=400)
     if suggestion is None:
-        messages.error(request, "That suggestion no longer holds: the decisions changed.")
-    else:
-        services.suggestion_dismiss(
-            organization=request.organization,
-            suggestion=suggestion,
-            actor=request.membership.as_actor(),
-        )
-        messages.success(request, f"Dismissed: {suggestion.name}. It will not be offered again.")
-    return _back(form)
+        return _page(request, form, status=400)
+    services.suggestion_dismiss(
+        organization=request.organization,
+        suggestion=suggestion,
+        actor=request.membership.as_actor(),
+    )
+    messages.success(request, f"Dismissed: {suggestion.name}. It will not be offered again.")
+    return HttpResponseRedirect(f"{reverse('suggestions')}?{form.query()}")
