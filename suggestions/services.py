@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 
 from audit.services import audit_record
 from escalations.models import Policy
+from escalations.policies import policy_snapshot
 from tenants.models import Organization
 
 from .mining import Suggestion
@@ -40,28 +41,31 @@ def policy_draft_create(
             outcome=suggestion.rule.outcome,
         )
         policy.agents.set([suggestion.agent])
+        # The shape of the policy editor's own "policy.created" events (escalations.admin),
+        # with where the rule came from and what it rests on.
+        after = {
+            **policy_snapshot(policy),
+            "enabled": policy.enabled,
+            "priority": policy.priority,
+            "agents": [suggestion.agent.public_id],
+        }
+        dry_run = suggestion.dry_run
         audit_record(
             organization_id=organization.pk,
             action="policy.created",
             actor=actor,
             target=policy.public_id,
             data={
+                "changed": sorted(after),
+                "before": None,
+                "after": after,
                 "source": "suggestion",
                 "fingerprint": suggestion.fingerprint,
-                "after": {
-                    "name": policy.name,
-                    "enabled": False,
-                    "priority": policy.priority,
-                    "condition": policy.condition,
-                    "outcome": policy.outcome,
-                    "agents": [suggestion.agent.public_id],
-                },
                 "evidence": {
                     "support": suggestion.support,
                     "disagreed": suggestion.disagreed,
-                    "dry_run_contradicted": suggestion.dry_run.contradicted
-                    if suggestion.dry_run
-                    else 0,
+                    "dry_run_matched": dry_run.matched if dry_run else 0,
+                    "dry_run_contradicted": dry_run.contradicted if dry_run else 0,
                 },
             },
         )
