@@ -14,6 +14,7 @@ COPY tenants tenants
 COPY escalations escalations
 COPY notifications notifications
 COPY webhooks webhooks
+COPY suggestions suggestions
 COPY templates templates
 COPY static static
 RUN /opt/build-tools/bin/python -m build --wheel --outdir /dist . \

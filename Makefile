@@ -91,6 +91,7 @@ bench: setup
 	$(BIN)/python -m bench.metrics_overhead
 	$(BIN)/python -m bench.compliance
 	$(BIN)/python -m bench.insights
+	$(BIN)/python -m bench.suggestions
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .pytest-db-*.sqlite3* .prometheus-multiproc

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "escalations",
     "notifications",
     "webhooks",
+    "suggestions",
 ]
 
 MIDDLEWARE = [

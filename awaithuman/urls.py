@@ -36,4 +36,5 @@ urlpatterns = [
     path("", include("escalations.console_urls")),
     path("", include("notifications.console_urls")),
     path("", include("webhooks.console_urls")),
+    path("", include("suggestions.console_urls")),
 ]

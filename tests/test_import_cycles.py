@@ -32,6 +32,7 @@ PACKAGES = {
     "escalations": ROOT,
     "notifications": ROOT,
     "webhooks": ROOT,
+    "suggestions": ROOT,
     "awaithuman": ROOT,
     "awaithuman_sdk": ROOT / "sdk" / "src",
 }

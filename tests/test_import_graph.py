@@ -1,7 +1,7 @@
 """The import graph of the apps, read from the source with ``ast``: apps import only downward:
-audit ← tenants ← escalations ← notifications and webhooks, which do not import each other
-(imports inside functions count; ``if TYPE_CHECKING:`` ones do not, they never run). No cycle
-between the files of one app: ``tests/test_import_cycles.py``, with these helpers."""
+audit ← tenants ← escalations ← notifications, webhooks and suggestions, which do not import
+each other (imports inside functions count; ``if TYPE_CHECKING:`` ones do not, they never run).
+No cycle between the files of one app: ``tests/test_import_cycles.py``, with these helpers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"audit": 0, "tenants": 1, "escalations": 2, "notifications": 3, "webhooks": 3}
+LAYERS = {
+    "audit": 0,
+    "tenants": 1,
+    "escalations": 2,
+    "notifications": 3,
+    "webhooks": 3,
+    "suggestions": 3,
+}
 
 
 def _module_name(path: Path, root: Path = ROOT) -> str:

@@ -31,6 +31,7 @@ CONSOLE_PAGES = [
     "/org/keys/",
     "/org/settings/",
     "/org/audit/",
+    "/org/suggestions/",
     "/account/2fa/",
     "/contact-points/",
     "/admin/",

@@ -23,11 +23,13 @@ from audit.services import SYSTEM_ACTOR
 from escalations.models import Escalation
 from notifications import links
 from notifications.models import ContactPoint, Delivery
+from suggestions.mining import MiningOptions, mine
 from tenants.memberships import invitation_create
 from tenants.models import Membership
 from tenants.services import api_key_create, membership_add, user_get_or_create
 from tests.conftest import Tenant, create_escalation
 from tests.console.helpers import signed_in, verified
+from tests.suggestions.history import decided
 from webhooks.models import CallbackEndpoint, WebhookEndpoint, WebhookMessage
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +44,8 @@ PUBLIC = "public"  # a signed link or token is the credential
 
 @dataclass(frozen=True)
 class Route:
-    # With {esc}, {cp}, {agt}, {key}, {mine}, {mem}, {inv}, {whk}, {msg}, {cb}, {token}, {link}.
+    # With {esc}, {cp}, {agt}, {key}, {mine}, {mem}, {inv}, {whk}, {msg}, {cb}, {token}, {link},
+    # {sug} (a policy suggestion's fingerprint).
     path: str
     methods: tuple[str, ...]
     roles: tuple[str, ...] | str
@@ -119,6 +122,9 @@ ROUTES: dict[str, Route] = {
         "/contact-points/{cp}/priorities", ("POST",), EVERYONE
     ),
     "notifications:contact_point_remove": Route("/contact-points/{cp}/remove", ("POST",), EVERYONE),
+    "suggestions": Route("/org/suggestions/", ("GET",), MANAGERS),
+    "suggestion_draft": Route("/org/suggestions/{sug}/draft/", ("POST",), MANAGERS),
+    "suggestion_dismiss": Route("/org/suggestions/{sug}/dismiss/", ("POST",), MANAGERS),
     "two_factor": Route("/account/2fa/", ("GET",), SIGNED_IN),
     "two_factor_setup": Route("/account/2fa/setup/", ("GET", "POST"), SIGNED_IN),
     "two_factor_verify": Route("/account/2fa/verify/", ("GET", "POST"), SIGNED_IN, True),
@@ -155,6 +161,7 @@ MALFORMED = {
     "cb": ["msg_%00abc", "msg_AAAAAAAAAAAAAAAAAAAA"],
     "token": ["%00abc", "x" * 300, "AAAA"],
     "link": ["%00abc", "x" * 300, "AAAA"],
+    "sug": ["%00abc", "x" * 300, "0" * 64],
     "org": [],
 }
 PERSONAS = {"viewer": "vera", "operator": "bob", "admin": "adam", "owner": "alice"}
@@ -229,6 +236,8 @@ def _objects(tenant: Tenant) -> dict[str, str]:
     delivery = Delivery.objects.create(
         escalation=escalation, contact_point=point, membership=owner, channel="email"
     )
+    decided(organization, agent, range(10), status="approved", by=owner)
+    [suggestion] = mine(organization=organization, options=MiningOptions())
     return {
         "org": organization.public_id,
         "link": links.action_token(delivery, "approve"),
@@ -241,6 +250,7 @@ def _objects(tenant: Tenant) -> dict[str, str]:
         "msg": message.public_id,
         "cb": callback_message.public_id,
         "token": invitation.token,
+        "sug": suggestion.fingerprint,
     }
 
 
@@ -392,6 +402,7 @@ NUL_IDS = {
     "cb": "msg_NuLmArK%00",
     "token": "NuLmArK%00",
     "link": "NuLmArK%00",
+    "sug": "NuLmArK%00",
 }
 
 
