@@ -7,6 +7,7 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response as HttpResponse
 from rest_framework.utils.urls import replace_query_param
 
@@ -181,8 +182,19 @@ class EscalationListCreateView(KeyedAPIView):
         return response
 
 
+class DownloadNegotiation(DefaultContentNegotiation):
+    """``?format=`` names the download (CSV, JSON Lines), not one of DRF's renderers: errors are
+    rendered as every other problem is, by the first renderer."""
+
+    def select_renderer(
+        self, request: Any, renderers: list[Any], format_suffix: str | None = None
+    ) -> tuple[Any, str]:
+        return renderers[0], renderers[0].media_type
+
+
 class EscalationExportView(KeyedAPIView):
     required_scope = Scope.ESCALATIONS_READ
+    content_negotiation_class = DownloadNegotiation
 
     @extend_schema(
         operation_id="escalations_export",

@@ -12,7 +12,7 @@ class EscalationsConfig(AppConfig):
         from audit.services import on_unsealed_commit
         from tenants import hooks as tenant_hooks
 
-        from . import checkpoints, hooks, live, outbox, services, wakeups
+        from . import checkpoints, history, hooks, live, outbox, services, wakeups
 
         # New audit events are sealed by the same dispatch that runs the outbox.
         on_unsealed_commit(outbox.nudge_on_commit)
@@ -26,3 +26,5 @@ class EscalationsConfig(AppConfig):
         # escalations go before it.
         tenant_hooks.on_membership_removed(live.membership_removed)
         tenant_hooks.on_organization_deleting(services.escalations_delete_for_organization)
+        # The audit log shows an escalation's title and links to it.
+        tenant_hooks.on_audit_target_links(history.escalation_links)

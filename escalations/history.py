@@ -34,6 +34,7 @@ from django.core import signing
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.urls import reverse
 
 from tenants.models import Organization
 
@@ -238,6 +239,19 @@ def _fts5_ready(alias: str) -> bool:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [FTS_TABLE]
         )
         return cursor.fetchone() is not None
+
+
+def escalation_links(organization: Organization, targets: list[str]) -> dict[str, tuple[str, str]]:
+    """The audit log's escalation targets (``esc_…``) of this organization: title and console
+    page. One query for the page of events; another organization's ids stay unnamed."""
+    ids = [target for target in targets if target.startswith("esc_")]
+    rows = Escalation.objects.filter(organization=organization, public_id__in=ids).values_list(
+        "public_id", "title"
+    )
+    return {
+        public_id: (title, reverse("queue:escalation", args=[public_id]))
+        for public_id, title in rows
+    }
 
 
 # --- Keyset pages --------------------------------------------------------------------------------
