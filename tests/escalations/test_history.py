@@ -201,9 +201,7 @@ def test_search_combines_with_filters(acme, story):
 
 def test_search_follows_a_redaction(acme, story):
     """The searchable text is the row's: once a payload is replaced, it is no longer found."""
-    Escalation.objects.filter(public_id=story["parcel"]).update(
-        context={"reasoning": "[redacted]"}
-    )
+    Escalation.objects.filter(public_id=story["parcel"]).update(context={"reasoning": "[redacted]"})
     assert _list(acme, story, "q=damaged") == []
 
 
@@ -277,7 +275,7 @@ def test_csv_cells_never_start_a_formula(acme):
     create_escalation(acme, title='=HYPERLINK("http://evil.test","x")')
     _, text = _download(acme.agent_client(), EXPORT, {"format": "csv"})
     (row,) = csv.DictReader(io.StringIO(text))
-    assert row["title"] == "'=HYPERLINK(\"http://evil.test\",\"x\")"
+    assert row["title"] == '\'=HYPERLINK("http://evil.test","x")'
 
 
 def test_jsonl_download_has_one_line_per_escalation(acme, story):
