@@ -90,6 +90,7 @@ bench: setup
 	$(BIN)/python -m bench.embedded_burst
 	$(BIN)/python -m bench.metrics_overhead
 	$(BIN)/python -m bench.compliance
+	$(BIN)/python -m bench.history
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .pytest-db-*.sqlite3* .prometheus-multiproc
