@@ -19,7 +19,7 @@ urlpatterns = [
     ),
     path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
     path("escalations/<str:public_id>/redact", views.escalation_redact_view, name="redact"),
-    path("history/", history_views.history_page, name="history"),
+    path("history/", history_views.history_list, name="history"),
     path("history/export", history_views.history_export, name="history_export"),
     path("org/effects/", views.effects, name="effects"),
     path("org/evidence/", views.evidence, name="evidence"),

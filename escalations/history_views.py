@@ -54,7 +54,7 @@ def _choices(request: OrganizationRequest) -> dict[str, Any]:
 
 @require_GET
 @role_required()
-def history_page(request: OrganizationRequest) -> HttpResponse:
+def history_list(request: OrganizationRequest) -> HttpResponse:
     values = request.GET.dict()
     errors: dict[str, list[str]] = {}
     rows: list[dict[str, Any]] = []
