@@ -86,8 +86,9 @@ WITH base AS (
                 ELSE now() - interval '1 hour' - r_time * (%(days)s * interval '1 day')
            END AS created,
            CASE WHEN action_name = 'delete_branch' AND num %% 50 = 0 THEN false
-                WHEN action_name = 'issue_refund' AND amount > 500 THEN (n * 7919) %% 100 < 30
-                ELSE (n * 7919) %% 100 < 82 END AS approve
+                WHEN action_name = 'issue_refund' AND amount > 500
+                     THEN (n::bigint * 7919) %% 100 < 30
+                ELSE (n::bigint * 7919) %% 100 < 82 END AS approve
     FROM shaped s
 ), final AS (
     SELECT d.*,
