@@ -12,8 +12,8 @@ The mix, per row:
 - action: ``issue_refund`` (``order``, ``amount``), ``delete_branch`` (``repo``, ``branch``),
   ``send_email`` (``list``, ``subject``), ``deploy_service`` (``service``, ``environment``,
   ``version``), ``grant_access`` (``user``, ``role``); about 14 % are questions with no action;
-- status: about 86 % decided (approved / rejected, questions answered), 7 % expired, 3 %
-  cancelled by their agent, 4 % still pending (created within the last hour);
+- status: those created in the last two hours are still pending; of the others about 90 %
+  decided (approved / rejected, questions answered), 7 % expired, 3 % cancelled by their agent;
 - decided by: a policy for most sends and deploys (auto-approved) and deletes of ``main``
   (auto-rejected), the deadline for 5 % of the rest, a human member (``SEED_MEMBERS``
   operators, created if missing) otherwise, about two thirds of all decisions; every row's
@@ -22,7 +22,8 @@ The mix, per row:
   human decisions carry a ``decision_channel`` (console, slack, e-mail, sms, telegram,
   whatsapp, push, api) and a wait drawn from an exponential (median ~14 min);
 - priority: low 15 %, normal 55 %, high 22 %, urgent 8 %;
-- ``created_at`` uniform over the last ``days`` days; title, ``context.reasoning`` and
+- ``created_at`` uniform over the last ``days`` days, rows inserted in that order; ``decided_at``
+  is ``created_at`` plus the wait (never in the future); title, ``context.reasoning`` and
   comments drawn from small vocabularies, so full-text search has words to find.
 """
 
@@ -66,8 +67,10 @@ WITH base AS (
            CASE WHEN r_action < 0.34 THEN 'issue_refund' WHEN r_action < 0.50 THEN 'delete_branch'
                 WHEN r_action < 0.66 THEN 'send_email' WHEN r_action < 0.78 THEN 'deploy_service'
                 WHEN r_action < 0.86 THEN 'grant_access' END AS action_name,
-           CASE WHEN r_status < 0.04 THEN 'pending' WHEN r_status < 0.11 THEN 'expired'
-                WHEN r_status < 0.14 THEN 'cancelled' ELSE 'decided' END AS fate,
+           CASE WHEN r_time * %(days)s * 24 < 2 THEN 'pending'
+                WHEN r_status < 0.07 THEN 'expired'
+                WHEN r_status < 0.10 THEN 'cancelled' ELSE 'decided' END AS fate,
+           now() - r_time * (%(days)s * interval '1 day') AS created,
            CASE WHEN r_prio < 0.15 THEN 'low' WHEN r_prio < 0.70 THEN 'normal'
                 WHEN r_prio < 0.92 THEN 'high' ELSE 'urgent' END AS priority,
            (5 + floor(power(r_text, 3) * 2000))::int AS amount,
@@ -81,10 +84,6 @@ WITH base AS (
                      THEN 'policy'
                 WHEN action_name IS NOT NULL AND r_who >= 0.95 THEN 'timeout'
                 ELSE 'human' END AS way,
-           CASE WHEN fate = 'pending'
-                THEN now() - r_time * interval '1 hour'
-                ELSE now() - interval '1 hour' - r_time * (%(days)s * interval '1 day')
-           END AS created,
            CASE WHEN action_name = 'delete_branch' AND num %% 50 = 0 THEN false
                 WHEN action_name = 'issue_refund' AND amount > 500
                      THEN (n::bigint * 7919) %% 100 < 30
@@ -201,7 +200,7 @@ SELECT
              ELSE (%(policies)s::jsonb[])[1] END,
     1, 0, false, 0,
     CASE WHEN status = 'pending' THEN NULL
-         ELSE created + wait_seconds * interval '1 second' END,
+         ELSE least(created + wait_seconds * interval '1 second', now()) END,
     CASE way
       WHEN 'human' THEN jsonb_build_object('type', 'user',
            'id', (%(member_ids)s::text[])[member_index],
@@ -240,6 +239,9 @@ SELECT
     '',
     ''
 FROM final
+-- In creation order, as a live organization's rows arrive: the table's physical order then
+-- follows created_at, as it would (newest-first scans read neighbouring pages).
+ORDER BY created
 """
 
 
