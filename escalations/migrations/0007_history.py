@@ -3,7 +3,8 @@
 PostgreSQL: ``search_document``, a stored generated ``tsvector`` over the title (weight A), the
 context's reasoning, the action's name and arguments and the decision comment, with a GIN index.
 The database keeps it current; it is not a model field (SQLite has no such column), so the ORM
-never writes it. Adding it rewrites the table once.
+never writes it. Adding it rewrites the table once. Extended statistics on the JSON keys the
+history filters on (who decided, the policy) let the planner pick the newest-first index.
 
 SQLite: an FTS5 table keyed by the escalation's rowid, kept current by triggers; when this SQLite
 was built without FTS5 nothing is created and the history falls back to substring matching.
@@ -29,7 +30,16 @@ GENERATED ALWAYS AS (
 ) STORED""",
     "CREATE INDEX esc_search_document ON escalations_escalation USING gin (search_document)",
 ]
+# Without statistics on these JSON keys the planner guesses any `decided_by -> 'type' = …` to
+# match almost nothing, and answers "decided by a person" with a scan and sort of the whole
+# organization (0.8 s at a million rows) instead of reading the newest rows until it has a page
+# (12 ms). Statistics on expressions need PostgreSQL 14.
+POSTGRESQL_STATISTICS = (
+    "CREATE STATISTICS esc_history_keys ON (decided_by -> 'type'), (decided_by -> 'id'), "
+    "(policy_snapshot -> 'id') FROM escalations_escalation"
+)
 POSTGRESQL_BACKWARD = [
+    "DROP STATISTICS IF EXISTS esc_history_keys",
     "DROP INDEX IF EXISTS esc_search_document",
     "ALTER TABLE escalations_escalation DROP COLUMN IF EXISTS search_document",
 ]
@@ -80,7 +90,9 @@ def forward(apps: Any, schema_editor: Any) -> None:
     vendor = schema_editor.connection.vendor
     statements = []
     if vendor == "postgresql":
-        statements = POSTGRESQL_FORWARD
+        statements = list(POSTGRESQL_FORWARD)
+        if schema_editor.connection.pg_version >= 140000:
+            statements += [POSTGRESQL_STATISTICS, "ANALYZE escalations_escalation"]
     elif vendor == "sqlite" and _fts5_available(schema_editor):
         statements = SQLITE_FORWARD
     for statement in statements:
