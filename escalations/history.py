@@ -23,8 +23,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -104,18 +104,8 @@ class HistoryFilters:
             raise HistoryError(errors)
         return cls(**parsed)
 
-    def as_query(self) -> dict[str, str]:
-        """The filters that are set, as query parameters (links, the form's values)."""
-        query: dict[str, str] = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if value is None or value == "":
-                continue
-            query[field.name] = value.isoformat() if isinstance(value, datetime) else value
-        return query
 
-
-def _choice(choices: Any) -> Any:
+def _choice(choices: Iterable[tuple[str, str]]) -> Callable[[str], str]:
     allowed = [value for value, _ in choices]
 
     def parse(value: str) -> str:
@@ -126,7 +116,7 @@ def _choice(choices: Any) -> Any:
     return parse
 
 
-def _text(max_length: int, *, blank: bool) -> Any:
+def _text(max_length: int, *, blank: bool) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if not blank and not value.strip():
             raise ValueError("May not be blank.")
@@ -150,7 +140,7 @@ def _decided_by(value: str) -> str:
     raise ValueError("Must be human, policy, timeout, agent or a member's id (mem_…).")
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], Any]] = {
     "status": _choice(Escalation.Status.choices),
     "kind": _choice(Escalation.Kind.choices),
     "priority": _choice(Escalation.Priority.choices),
