@@ -10,12 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
+from escalations import history
 from escalations.models import Escalation, Policy
 from tenants.models import Agent
 from tests.conftest import Tenant, create_escalation
@@ -203,6 +206,28 @@ def test_search_follows_a_redaction(acme, story):
     """The searchable text is the row's: once a payload is replaced, it is no longer found."""
     Escalation.objects.filter(public_id=story["parcel"]).update(context={"reasoning": "[redacted]"})
     assert _list(acme, story, "q=damaged") == []
+
+
+@pytest.fixture
+def without_fts5(db: Any) -> Iterator[None]:
+    """This SQLite as if built without FTS5: migration 0007 left nothing behind (the test's
+    transaction brings the table and its triggers back)."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the substring fallback is SQLite's")
+    with connection.cursor() as cursor:
+        for name in ("insert", "update", "delete"):
+            cursor.execute(f"DROP TRIGGER escalations_escalation_fts_{name}")
+        cursor.execute("DROP TABLE escalations_escalation_fts")
+    history._fts5_ready.cache_clear()
+    yield
+    history._fts5_ready.cache_clear()
+
+
+def test_search_without_fts5_matches_every_word_as_a_substring(acme, without_fts5):
+    refund = create_escalation(acme)["id"]
+    create_escalation(acme, title="Delete branch feature/old", action=None, kind="question")
+    response = acme.agent_client().get(LIST, {"q": "CHARGED twice 1042"})
+    assert [item["id"] for item in response.json()["results"]] == [refund]
 
 
 # --- Cursors -------------------------------------------------------------------------------------
