@@ -122,6 +122,9 @@ def _text(max_length: int, *, blank: bool) -> Callable[[str], str]:
             raise ValueError("May not be blank.")
         if len(value) > max_length:
             raise ValueError(f"At most {max_length} characters.")
+        if "\x00" in value:
+            # PostgreSQL refuses NUL in a parameter: a 500 if it got that far.
+            raise ValueError("Null characters are not allowed.")
         return value
 
     return parse

@@ -63,6 +63,8 @@ ROUTES: dict[str, Route] = {
     "queue:redact": Route(
         "/escalations/{esc}/redact", ("POST",), MANAGERS, data=(("reason", "erasure request"),)
     ),
+    "queue:history": Route("/history/", ("GET",), EVERYONE),
+    "queue:history_export": Route("/history/export", ("GET",), EVERYONE),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
     "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),
     "queue:evidence": Route("/org/evidence/", ("GET",), MANAGERS),
