@@ -92,6 +92,7 @@ bench: setup
 	$(BIN)/python -m bench.compliance
 	$(BIN)/python -m bench.insights
 	$(BIN)/python -m bench.suggestions
+	$(BIN)/python -m bench.history
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .pytest-db-*.sqlite3* .prometheus-multiproc

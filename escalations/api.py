@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema
 from rest_framework import status
-from rest_framework.pagination import CursorPagination
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
+from rest_framework.utils.urls import replace_query_param
 
 from awaithuman.middleware import escalation_var
 from tenants.api import KeyedAPIView
@@ -15,20 +20,20 @@ from tenants.lookups import get_for_organization_or_404
 from tenants.models import Agent, Membership, Scope
 from tenants.requests import ApiRequest
 
-from . import idempotency, policies, services
+from . import history, idempotency, policies, services
 from .errors import forbidden, invalid_fields
 from .models import Escalation, Policy
 from .serializers import (
     EscalationCreateSerializer,
     EscalationPageSerializer,
     EscalationSerializer,
-    ListQuerySerializer,
     PolicyEvaluationSerializer,
     PolicyListSerializer,
     PolicySerializer,
     ResponseCreateSerializer,
     escalation_data,
 )
+from .streaming import streaming_response
 
 PROBLEM = OpenApiResponse(description="Problem details (RFC 9457, application/problem+json)")
 PROBLEMS = {code: PROBLEM for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
@@ -62,18 +67,48 @@ def _get(request: ApiRequest, public_id: str) -> Escalation:
     )
 
 
-LIST_PARAMETERS = frozenset({"status", "external_id", "agent", "limit", "cursor"})
+def _filters(request: ApiRequest, *, extra: tuple[str, ...]) -> history.HistoryFilters:
+    try:
+        return history.HistoryFilters.parse(
+            request.query_params.dict(), extra=extra, blank_is_absent=False
+        )
+    except history.HistoryError as exc:
+        raise invalid_fields(exc.errors) from None
 
 
-class NewestFirst(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 100
-
-    invalid_cursor_message = (
-        "The cursor is not one this API returned (or has expired); list again without it."
+def _moment_parameter(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, OpenApiTypes.DATETIME, description=f"{description} An ISO date works too (UTC)."
     )
+
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("status", str, enum=list(Escalation.Status.values)),
+    OpenApiParameter("kind", str, enum=list(Escalation.Kind.values)),
+    OpenApiParameter("priority", str, enum=list(Escalation.Priority.values)),
+    OpenApiParameter("agent", str, description="Only this agent's (`agt_…`)."),
+    OpenApiParameter("policy", str, description="Only those this policy matched (`pol_…`)."),
+    OpenApiParameter(
+        "decided_by",
+        str,
+        description="`human`, `policy`, `timeout`, `agent` (cancelled) or a member (`mem_…`).",
+    ),
+    OpenApiParameter(
+        "channel", str, enum=list(history.CHANNELS), description="Where it was decided."
+    ),
+    OpenApiParameter("external_id", str, description="Blank: those created without one."),
+    _moment_parameter("created_after", "Created at or after."),
+    _moment_parameter("created_before", "Created before."),
+    _moment_parameter("decided_after", "Decided at or after."),
+    _moment_parameter("decided_before", "Decided before."),
+    OpenApiParameter(
+        "q",
+        str,
+        description="Full-text search over the title, the reasoning, the action's name and "
+        'arguments and the decision comment (PostgreSQL: web search syntax, `"a phrase"`, '
+        "`or`, `-word`).",
+    ),
+]
 
 
 class EscalationListCreateView(KeyedAPIView):
@@ -82,28 +117,36 @@ class EscalationListCreateView(KeyedAPIView):
     @extend_schema(
         operation_id="escalations_list",
         parameters=[
-            ListQuerySerializer,
+            *FILTER_PARAMETERS,
+            OpenApiParameter("limit", int, description="1 to 100; 50 when left out."),
+            OpenApiParameter("cursor", str, description="From `next` or `previous`; opaque."),
         ],
         responses={200: EscalationPageSerializer, **PROBLEMS},
+        description="The organization's escalations, newest first, a page at a time.",
     )
     def get(self, request: ApiRequest) -> HttpResponse:
-        unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
-        if unknown:
-            raise invalid_fields({name: ["Unknown query parameter."] for name in unknown})
-        # A plain dict, not the QueryDict: DRF would treat "?status=" as absent, not invalid.
-        query = ListQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        filters = query.validated_data
-        escalations = _escalations(request)
-        if "status" in filters:
-            escalations = escalations.filter(status=filters["status"])
-        if "external_id" in filters:
-            escalations = escalations.filter(external_id=filters["external_id"])
-        if "agent" in filters:
-            escalations = escalations.filter(agent__public_id=filters["agent"])
-        paginator = NewestFirst()
-        page = paginator.paginate_queryset(escalations, request, view=self)
-        return paginator.get_paginated_response(EscalationSerializer(page, many=True).data)
+        filters = _filters(request, extra=("limit", "cursor"))
+        try:
+            limit = history.page_limit(request.query_params.get("limit"))
+            escalations = history.history_queryset(request.organization, filters)
+            page = history.history_page(
+                escalations.select_related("agent", "assignee__user").prefetch_related(
+                    "responses__membership__user"
+                ),
+                cursor=request.query_params.get("cursor"),
+                limit=limit,
+            )
+        except history.HistoryError as exc:
+            raise invalid_fields(exc.errors) from None
+        url = request.build_absolute_uri()
+        return HttpResponse(
+            {
+                "next": page.next_cursor and replace_query_param(url, "cursor", page.next_cursor),
+                "previous": page.previous_cursor
+                and replace_query_param(url, "cursor", page.previous_cursor),
+                "results": EscalationSerializer(page.escalations, many=True).data,
+            }
+        )
 
     @extend_schema(
         operation_id="escalations_create",
@@ -144,6 +187,58 @@ class EscalationListCreateView(KeyedAPIView):
         if outcome.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
+
+
+class DownloadNegotiation(DefaultContentNegotiation):
+    """``?format=`` names the download (CSV, JSON Lines), not one of DRF's renderers: errors are
+    rendered as every other problem is, by the first renderer."""
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+class EscalationExportView(KeyedAPIView):
+    required_scope = Scope.ESCALATIONS_READ
+    content_negotiation_class = DownloadNegotiation
+
+    @extend_schema(
+        operation_id="escalations_export",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(history.EXPORT_FORMATS), required=True),
+            *FILTER_PARAMETERS,
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, streamed."),
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="JSON Lines, streamed."
+            ),
+            **PROBLEMS,
+        },
+        description="Every escalation the list would show with these filters, newest first, "
+        "as one CSV or JSON Lines download (README: History).",
+    )
+    def get(self, request: ApiRequest) -> StreamingHttpResponse:
+        filters = _filters(request, extra=("format",))
+        export_format = request.query_params.get("format", "")
+        if export_format not in history.EXPORT_FORMATS:
+            raise invalid_fields(
+                {"format": [f"Must be one of: {', '.join(history.EXPORT_FORMATS)}."]}
+            )
+        lines = history.export_lines(
+            history.history_queryset(request.organization, filters), export_format
+        )
+        return streaming_response(
+            request._request,
+            lines,
+            content_type=history.EXPORT_FORMATS[export_format],
+            filename=f"{request.organization.slug}-escalations.{export_format}",
+        )
 
 
 class EscalationDetailView(KeyedAPIView):

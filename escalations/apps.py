@@ -13,7 +13,7 @@ class EscalationsConfig(AppConfig):
         from tenants import hooks as tenant_hooks
 
         # tasks: registers the Celery tasks (outbox_nudge queues the dispatch by name).
-        from . import checkpoints, hooks, live, outbox, services, tasks, wakeups  # noqa: F401
+        from . import checkpoints, history, hooks, live, outbox, services, tasks, wakeups  # noqa: F401
 
         # New audit events are sealed by the same dispatch that runs the outbox.
         on_unsealed_commit(outbox.nudge_on_commit)
@@ -27,3 +27,5 @@ class EscalationsConfig(AppConfig):
         # escalations go before it.
         tenant_hooks.on_membership_removed(live.membership_removed)
         tenant_hooks.on_organization_deleting(services.escalations_delete_for_organization)
+        # The audit log shows an escalation's title and links to it.
+        tenant_hooks.on_audit_target_links(history.escalation_links)

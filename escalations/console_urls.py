@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import history_views, views
 
 app_name = "queue"
 
@@ -19,6 +19,8 @@ urlpatterns = [
     ),
     path("escalations/<str:public_id>/respond", views.escalation_respond, name="respond"),
     path("escalations/<str:public_id>/redact", views.escalation_redact_view, name="redact"),
+    path("history/", history_views.history_list, name="history"),
+    path("history/export", history_views.history_export, name="history_export"),
     path("org/effects/", views.effects, name="effects"),
     path("org/evidence/", views.evidence, name="evidence"),
 ]

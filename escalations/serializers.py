@@ -173,19 +173,6 @@ class ResponseCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     edited_arguments = JSONObjectField(required=False, allow_null=True)
 
 
-class ListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Escalation.Status.choices, required=False)
-    # Blank is a filter too: the escalations created without an external id.
-    external_id = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, trim_whitespace=False
-    )
-    agent = serializers.CharField(
-        max_length=32, required=False, allow_blank=True, trim_whitespace=False
-    )
-    limit = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    cursor = serializers.CharField(max_length=1000, required=False)
-
-
 class RefSerializer(serializers.Serializer):
     id = serializers.CharField()
     name = serializers.CharField()

@@ -6,6 +6,7 @@ from . import api, audit_api, insights_api
 
 urlpatterns = [
     path("escalations", api.EscalationListCreateView.as_view(), name="escalations"),
+    path("escalations/export", api.EscalationExportView.as_view(), name="escalations-export"),
     path("escalations/<str:public_id>", api.EscalationDetailView.as_view(), name="escalation"),
     path(
         "escalations/<str:public_id>/cancel",

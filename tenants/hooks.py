@@ -13,9 +13,12 @@ from .models import Organization
 
 MembershipRemoved = Callable[[Organization, str], None]
 OrganizationDeleting = Callable[[Organization], None]
+# (organization, audit targets) -> {target: (title, console url)} for the targets it knows.
+AuditTargetLinks = Callable[[Organization, list[str]], dict[str, tuple[str, str]]]
 
 _membership_removed: list[MembershipRemoved] = []
 _organization_deleting: list[OrganizationDeleting] = []
+_audit_target_links: list[AuditTargetLinks] = []
 
 
 def on_membership_removed(hook: MembershipRemoved) -> None:
@@ -31,6 +34,13 @@ def on_organization_deleting(hook: OrganizationDeleting) -> None:
         _organization_deleting.append(hook)
 
 
+def on_audit_target_links(hook: AuditTargetLinks) -> None:
+    """``hook(organization, targets)`` names and links the audit log's targets it owns (one
+    query for a page of events), so the log can show an escalation's title, not only its id."""
+    if hook not in _audit_target_links:
+        _audit_target_links.append(hook)
+
+
 def membership_removed(organization: Organization, membership_public_id: str) -> None:
     for hook in list(_membership_removed):
         hook(organization, membership_public_id)
@@ -39,3 +49,12 @@ def membership_removed(organization: Organization, membership_public_id: str) ->
 def organization_deleting(organization: Organization) -> None:
     for hook in list(_organization_deleting):
         hook(organization)
+
+
+def audit_target_links(
+    organization: Organization, targets: list[str]
+) -> dict[str, tuple[str, str]]:
+    links: dict[str, tuple[str, str]] = {}
+    for hook in list(_audit_target_links):
+        links.update(hook(organization, targets))
+    return links

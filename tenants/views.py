@@ -30,7 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.models import AuditEvent
 from audit.services import audit_verify_chain
 
-from . import memberships, services
+from . import hooks, memberships, services
 from .console import organization_switch, role_required
 from .forms import (
     INVITATION_SESSION_KEY,
@@ -516,6 +516,8 @@ def audit_log(request: OrganizationRequest) -> HttpResponse:
     if target:
         events = events.filter(target=target)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    links = hooks.audit_target_links(organization, [event.target for event in page if event.target])
+    rows = [(event, links.get(event.target)) for event in page]
     actions = (
         AuditEvent.objects.filter(organization_id=organization.pk)
         .order_by("action")
@@ -532,6 +534,7 @@ def audit_log(request: OrganizationRequest) -> HttpResponse:
         "tenants/audit_log.html",
         {
             "page": page,
+            "rows": rows,
             "action": action,
             "target": target,
             "actions": actions,

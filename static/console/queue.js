@@ -235,44 +235,5 @@
     rows().forEach(function (tr) { tick(tr, now); });
   }, 15000);
 
-  // --- Keyboard and pointer -----------------------------------------------------------------
-  function select(tr) {
-    rows().forEach(function (other) { other.removeAttribute("aria-selected"); });
-    if (!tr) return;
-    tr.setAttribute("aria-selected", "true");
-    tr.scrollIntoView({ block: "nearest" });
-  }
-
-  function move(step) {
-    var list = rows();
-    if (!list.length) return;
-    var index = list.indexOf(tbody.querySelector('tr[aria-selected="true"]'));
-    index = index < 0 ? (step > 0 ? 0 : list.length - 1) : Math.min(list.length - 1, Math.max(0, index + step));
-    select(list[index]);
-  }
-
-  tbody.addEventListener("click", function (event) {
-    var tr = event.target.closest("tr.qrow");
-    if (!tr || event.target.closest("a")) return;
-    location.href = tr.dataset.href;
-  });
-
-  var help = document.getElementById("help");
-  document.querySelectorAll("[data-help-open]").forEach(function (button) {
-    button.addEventListener("click", function () { help.showModal(); });
-  });
-
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    if (event.target.closest("input, textarea, select, [contenteditable]")) return;
-    if (event.key === "Enter" && event.target.closest("a, button")) return;
-    if (event.key === "j") move(1);
-    else if (event.key === "k") move(-1);
-    else if (event.key === "Enter" || event.key === "o") {
-      var tr = tbody.querySelector('tr[aria-selected="true"]');
-      if (tr) location.href = tr.dataset.href;
-    } else if (event.key === "?") help.open ? help.close() : help.showModal();
-    else return;
-    event.preventDefault();
-  });
+  function select(tr) { window.AwaitHumanRows.select(tr); }
 })();

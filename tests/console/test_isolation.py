@@ -66,6 +66,8 @@ ROUTES: dict[str, Route] = {
     "queue:redact": Route(
         "/escalations/{esc}/redact", ("POST",), MANAGERS, data=(("reason", "erasure request"),)
     ),
+    "queue:history": Route("/history/", ("GET",), EVERYONE),
+    "queue:history_export": Route("/history/export", ("GET",), EVERYONE),
     "overview": Route("/org/overview/", ("GET",), EVERYONE),
     "overview_pending": Route("/org/overview/pending.json", ("GET",), MANAGERS),
     "queue:effects": Route("/org/effects/", ("GET", "POST"), MANAGERS),

@@ -57,6 +57,8 @@ COLLECTIONS = {
     ("escalations", "GET"),
     ("escalations", "HEAD"),
     ("escalations", "POST"),
+    ("escalations-export", "GET"),
+    ("escalations-export", "HEAD"),
     ("policies", "GET"),
     ("policies", "HEAD"),
     ("policies-evaluate", "POST"),
@@ -198,6 +200,13 @@ def test_other_organization_never_sees_acme_in_the_list(acme, globex, acme_claim
             assert acme_claimed.encode() not in response.content
             if method == "GET":
                 assert response.json()["results"] == []
+    # Nor searched for, nor downloaded.
+    for query in ("?q=refund", "?format=jsonl", "?format=csv&q=refund"):
+        path = "/api/v1/escalations" + ("/export" if "format" in query else "") + query
+        response = call(globex.agent_key, method, path)
+        assert response.status_code == 200
+        content = b"".join(response.streaming_content) if response.streaming else response.content
+        assert acme_claimed.encode() not in content
 
 
 @pytest.mark.django_db

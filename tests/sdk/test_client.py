@@ -149,6 +149,10 @@ def test_a_restarted_agent_resumes_its_escalation_by_external_id(clients, operat
 
     assert decision.escalation_id == pending["id"]
     assert [e.id for e in clients.new().list(external_id=run_id)] == [pending["id"]]
+    # The history's filters and search pass through.
+    decided = clients.new().list(external_id=run_id, decided_by="human", q="refund")
+    assert [e.id for e in decided] == [pending["id"]]
+    assert list(clients.new().list(external_id=run_id, decided_by="timeout")) == []
 
 
 def test_a_retry_after_a_lost_response_makes_no_second_escalation(clients, operator, run_id):

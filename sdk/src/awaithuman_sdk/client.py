@@ -104,10 +104,14 @@ class AwaitHuman:
         external_id: str | None = None,
         agent: str | None = None,
         limit: int | None = None,
+        **filters: str,
     ) -> Iterator[Escalation]:
-        """Newest first, following the cursor across pages."""
+        """Newest first, following the cursor across pages. ``filters`` are the history's other
+        query parameters, passed as they are: ``q``, ``kind``, ``priority``, ``policy``,
+        ``decided_by``, ``channel``, ``created_after``, ``created_before``, ``decided_after``,
+        ``decided_before`` (an unknown one is the server's 400)."""
         params: dict[str, Any] | None = flows.list_params(
-            status=status, external_id=external_id, agent=agent, limit=limit
+            status=status, external_id=external_id, agent=agent, limit=limit, **filters
         )
         while params is not None:
             escalations, params = self._run(flows.page(self._settings, params))
@@ -281,9 +285,10 @@ class AsyncAwaitHuman:
         external_id: str | None = None,
         agent: str | None = None,
         limit: int | None = None,
+        **filters: str,
     ) -> AsyncIterator[Escalation]:
         params: dict[str, Any] | None = flows.list_params(
-            status=status, external_id=external_id, agent=agent, limit=limit
+            status=status, external_id=external_id, agent=agent, limit=limit, **filters
         )
         while params is not None:
             escalations, params = await self._run(flows.page(self._settings, params))
