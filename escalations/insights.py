@@ -20,6 +20,9 @@ generated copies of ``decided_by.type`` and ``action.name``), and the pending co
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,13 +30,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet
+from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from tenants.models import Organization
 
-from .models import Escalation
+from . import rollup
+from .models import Escalation, InsightDay, InsightRollupDay, InsightWait
 
 RANGES = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -179,8 +183,42 @@ def range_start(days: int, now: datetime) -> datetime:
     return datetime.combine(first, time.min, tzinfo=UTC)
 
 
-def _decided(organization: Organization, since: datetime) -> QuerySet[Escalation]:
-    return Escalation.objects.filter(organization=organization, decided_at__gte=since).order_by()
+@dataclass(frozen=True)
+class _Split:
+    """Where a range is read from: its rolled-up finished days, and a filter for the rest."""
+
+    rolled: list[date]
+    live: Q
+
+
+def _split(since: datetime) -> _Split:
+    """The days from ``since`` that ``escalations.rollup`` has rolled up, and the live rest
+    (today, and any day not rolled up yet) as ranges of ``decided_at``."""
+    today = timezone.now().astimezone(UTC).date()
+    rolled = sorted(
+        InsightRollupDay.objects.filter(day__gte=since.date(), day__lt=today).values_list(
+            "day", flat=True
+        )
+    )
+    live = []
+    start = since
+    for day in rolled:
+        if rollup.day_start(day) > start:
+            live.append(Q(decided_at__gte=start, decided_at__lt=rollup.day_start(day)))
+        start = rollup.day_start(day + timedelta(days=1))
+    return _Split(rolled, functools.reduce(operator.or_, live, Q(decided_at__gte=start)))
+
+
+def _decided(organization: Organization, live: Q) -> QuerySet[Escalation]:
+    return Escalation.objects.filter(live, organization=organization).order_by()
+
+
+def _rolled(organization: Organization, split: _Split) -> QuerySet[InsightDay]:
+    return InsightDay.objects.filter(organization=organization, day__in=split.rolled).order_by()
+
+
+def _rolled_waits(organization: Organization, split: _Split) -> QuerySet[InsightWait]:
+    return InsightWait.objects.filter(organization=organization, day__in=split.rolled).order_by()
 
 
 def _human(queryset: QuerySet[Escalation]) -> QuerySet[Escalation]:
@@ -216,16 +254,35 @@ def _percentiles(
     }
 
 
+def _from_histograms(
+    histograms: dict[Any, dict[int, int]], fractions: tuple[float, ...]
+) -> dict[Any, tuple[int, list[float]]]:
+    """``_percentiles``' figures from histograms (approximate, ``escalations.rollup``)."""
+    return {
+        key: (
+            sum(histogram.values()),
+            [rollup.histogram_percentile(histogram, f) or 0.0 for f in fractions],
+        )
+        for key, histogram in histograms.items()
+    }
+
+
 def daily_counts(
     organization: Organization, since: datetime
 ) -> dict[date, tuple[dict[str, int], dict[str, int]]]:
-    """Decisions per UTC day, by outcome and by who decided (one query)."""
-    rows = (
-        _decided(organization, since)
+    """Decisions per UTC day, by outcome and by who decided (one query on the rollup's days,
+    one on the live ones)."""
+    split = _split(since)
+    rows = itertools.chain(
+        _rolled(organization, split)
+        .values("day", "status", "decider")
+        .annotate(n=Sum("count"))
+        .values_list("day", "status", "decider", "n"),
+        _decided(organization, split.live)
         .annotate(day=TruncDate("decided_at"))
         .values("day", "status", "decider")
         .annotate(n=Count("*"))
-        .values_list("day", "status", "decider", "n")
+        .values_list("day", "status", "decider", "n"),
     )
     days: dict[date, tuple[dict[str, int], dict[str, int]]] = {}
     for day, status, decider, n in rows:
@@ -237,61 +294,96 @@ def daily_counts(
 
 
 def daily_waits(organization: Organization, since: datetime) -> dict[date, Wait]:
-    """A person's time to decision per UTC day: p50 and p90 (one query)."""
-    decided = _human(_decided(organization, since)).annotate(day=TruncDate("decided_at"))
-    return {
-        day: Wait(n, p50, p90)
-        for day, (n, (p50, p90)) in _percentiles(decided, "day", (0.5, 0.9)).items()
-    }
+    """A person's time to decision per UTC day: p50 and p90, from the rollup's histograms for
+    its days (within ``rollup.RATIO - 1``), exact for the live days."""
+    split = _split(since)
+    rolled = rollup.histograms(
+        _rolled_waits(organization, split)
+        .values("day", "bucket")
+        .annotate(n=Sum("count"))
+        .values_list("day", "bucket", "n")
+    )
+    decided = _human(_decided(organization, split.live)).annotate(day=TruncDate("decided_at"))
+    figures = _from_histograms(rolled, (0.5, 0.9)) | _percentiles(decided, "day", (0.5, 0.9))
+    return {day: Wait(n, p50, p90) for day, (n, (p50, p90)) in figures.items()}
 
 
 def _rates(rows: Iterable[tuple[Any, Any, int, int]]) -> list[Rate]:
+    """The busiest ``TOP`` of (key, label, approved, rejected) rows, summed by key."""
+    summed: dict[Any, list[Any]] = {}
+    for key, label, approved, rejected in rows:
+        row = summed.setdefault(key, [label, 0, 0])
+        row[1] += approved
+        row[2] += rejected
+    ordered = sorted(
+        summed.items(), key=lambda i: (-(i[1][1] + i[1][2]), i[1][0] is None, i[1][0] or "")
+    )
     return [
         Rate(key=str(key) if key is not None else "", label=label, approved=a, rejected=r)
-        for key, label, a, r in rows
+        for key, (label, a, r) in ordered[:TOP]
     ]
 
 
-def _approvals(organization: Organization, since: datetime) -> QuerySet[Escalation]:
-    return _decided(organization, since).filter(
-        status__in=(Escalation.Status.APPROVED, Escalation.Status.REJECTED)
-    )
-
-
+_DECISIONS = (Escalation.Status.APPROVED, Escalation.Status.REJECTED)
 _APPROVED = Count("status", filter=Q(status=Escalation.Status.APPROVED))
 _REJECTED = Count("status", filter=Q(status=Escalation.Status.REJECTED))
+_ROLLED_APPROVED = Sum("count", filter=Q(status=Escalation.Status.APPROVED), default=0)
+_ROLLED_REJECTED = Sum("count", filter=Q(status=Escalation.Status.REJECTED), default=0)
+
+
+def _approvals(organization: Organization, since: datetime, *fields: str) -> list[Rate]:
+    """Approvals and rejections by ``fields`` (key, label), whoever decided (one query on the
+    rollup's days, one on the live ones): the busiest ``TOP``."""
+    split = _split(since)
+    return _rates(
+        itertools.chain(
+            _rolled(organization, split)
+            .filter(status__in=_DECISIONS)
+            .values(*fields)
+            .annotate(approved=_ROLLED_APPROVED, rejected=_ROLLED_REJECTED)
+            .values_list(fields[0], fields[-1], "approved", "rejected"),
+            _decided(organization, split.live)
+            .filter(status__in=_DECISIONS)
+            .values(*fields)
+            .annotate(approved=_APPROVED, rejected=_REJECTED)
+            .values_list(fields[0], fields[-1], "approved", "rejected"),
+        )
+    )
 
 
 def agent_rates(organization: Organization, since: datetime) -> list[Rate]:
-    """Approval rate of the busiest agents, whoever decided (one query)."""
-    rows = (
-        _approvals(organization, since)
-        .values("agent__public_id", "agent__name")
-        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
-        .order_by("-total", "agent__name")
-        .values_list("agent__public_id", "agent__name", "approved", "rejected")[:TOP]
-    )
-    return _rates(rows)
+    """Approval rate of the busiest agents, whoever decided."""
+    return _approvals(organization, since, "agent__public_id", "agent__name")
 
 
 def action_rates(organization: Organization, since: datetime) -> list[Rate]:
-    """Approval rate of the most frequent action names, whoever decided (one query)."""
-    rows = (
-        _approvals(organization, since)
-        .values("action_name")
-        .annotate(approved=_APPROVED, rejected=_REJECTED, total=Count("*"))
-        .order_by("-total", "action_name")
-        .values_list("action_name", "action_name", "approved", "rejected")[:TOP]
-    )
+    """Approval rate of the most frequent action names, whoever decided."""
     return [
         Rate(rate.key, rate.label or "(no action)", rate.approved, rate.rejected)
-        for rate in _rates(rows)
+        for rate in _approvals(organization, since, "action_name")
     ]
 
 
 def channel_figures(organization: Organization, since: datetime) -> list[Channel]:
-    """Where people answered: decisions and median time to decision per channel (one query)."""
-    figures = _percentiles(_human(_decided(organization, since)), "decision_channel", (0.5,))
+    """Where people answered: decisions and median time to decision per channel. Exact when the
+    whole range is live; otherwise the rollup's histograms plus the live days' waits bucketed
+    the same way (the median within ``rollup.RATIO - 1``)."""
+    split = _split(since)
+    live = _human(_decided(organization, split.live))
+    if not split.rolled:
+        figures = _percentiles(live, "decision_channel", (0.5,))
+    else:
+        rows = itertools.chain(
+            _rolled_waits(organization, split)
+            .values("decision_channel", "bucket")
+            .annotate(n=Sum("count"))
+            .values_list("decision_channel", "bucket", "n"),
+            live.annotate(seconds=_wait(), bucket=rollup.bucket_expression())
+            .values("decision_channel", "bucket")
+            .annotate(n=Count("*"))
+            .values_list("decision_channel", "bucket", "n"),
+        )
+        figures = _from_histograms(rollup.histograms(rows), (0.5,))
     channels = [
         Channel(channel or "unknown", n, median) for channel, (n, (median,)) in figures.items()
     ]
