@@ -171,6 +171,9 @@ class Insights:
     actions: list[Rate]
     channels: list[Channel]
     pending: dict[str, int]
+    # Some percentiles come from the rollup's histograms (within ``rollup.RATIO - 1``): the
+    # charts mark them with "≈".
+    approximate: bool = False
 
     @property
     def decided(self) -> int:
@@ -428,6 +431,7 @@ def organization_insights(
         actions=action_rates(organization, since),
         channels=channel_figures(organization, since),
         pending=pending_by_priority(organization),
+        approximate=bool(_split(since).rolled),
     )
 
 

@@ -120,7 +120,8 @@ def _insert(model: type[models.Model], columns: list[str], select: QuerySet[Any]
     """``INSERT INTO model (columns) <select>``: the select's columns in the same order."""
     sql, params = select.query.sql_with_params()
     quote = connection.ops.quote_name
-    names = ", ".join(quote(model._meta.get_field(c).column) for c in columns)
+    column_of = {field.name: field.column for field in model._meta.concrete_fields}
+    names = ", ".join(quote(column_of[c]) for c in columns)
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {quote(model._meta.db_table)} ({names}) {sql}", params)
 

@@ -22,6 +22,7 @@ from escalations.insights import Insights, organization_insights, percentile_con
 from escalations.models import InsightDay, InsightRollupDay, InsightWait
 from tests.conftest import Tenant
 
+from ..console.helpers import signed_in
 from .test_insights import make, seed
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +166,15 @@ def test_the_job_runs_every_ten_minutes():
     entry = settings.CELERY_BEAT_SCHEDULE["insights-rollup"]
     assert entry["task"] == "escalations.tasks.insights_rollup_task"
     assert entry["schedule"] == 600.0
+
+
+def test_the_charts_mark_approximate_percentiles(acme, seeded):
+    def page() -> str:
+        client = signed_in(acme.members["alice"].user)
+        return client.get("/org/overview/?days=30").content.decode()
+
+    assert "≈" not in page()  # all live: exact
+    rollup.insights_rollup()
+    speed = page().split('id="chart-channel-speed"')[1].split("</svg>")[0]
+    assert "≈ " in speed
+    assert "(≈, within 5%)" in page()
