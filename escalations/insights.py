@@ -1,20 +1,26 @@
 """Insights: an organization's escalations over the last N days, aggregated in the database.
 
-Every figure is one ``GROUP BY`` query scoped to the organization, over the escalations decided
-since the first day of the range (the per-day figures are bucketed by the UTC day of the
-decision), plus the pending count by priority. Nothing here loads escalations one by one.
+Finished UTC days are read from the per-day rollup (``escalations.rollup``: ``InsightDay`` and
+``InsightWait``, built every 10 minutes); today, and any day not rolled up yet, are read live
+from the escalations, so a figure is never missing. Each figure is then one ``GROUP BY`` query
+on the rollup's days plus one on the live ones, scoped to the organization, and the pending
+count by priority; the decided figures are bucketed by the UTC day of the decision. Nothing here
+loads escalations one by one.
 
-Time to decision is a person's: from creation to the decision of a member (``decided_by.type ==
-"user"``). Policy decisions would read as instant and timeouts as the deadline, so they are left
-out, as on the overview's figures. Percentiles are PostgreSQL's ``percentile_cont`` (linear
-interpolation between the two nearest durations). SQLite has no percentile aggregate: there the
-database computes each duration and sorts them, only (group, seconds) pairs are fetched, and
-``percentile_cont`` is applied to them in Python with the same interpolation, so both databases
-give the same figures. SQLite is the embedded single-process mode, where that list is small.
+Counts and approval rates are exact either way. Time to decision is a person's: from creation to
+the decision of a member (``decided_by.type == "user"``); policy decisions would read as instant
+and timeouts as the deadline, so they are left out, as on the overview's figures. Its
+percentiles are exact on live days: PostgreSQL's ``percentile_cont`` (linear interpolation
+between the two nearest durations), or on SQLite, which has no percentile aggregate, the same
+interpolation in Python over the (group, seconds) pairs the database computes and sorts. On
+rolled-up days they come from the rollup's log-scale histogram, within 5 % (``rollup.RATIO -
+1``, or 0.1 s for shorter waits) of the exact figure; the per-channel median over a range that
+includes rolled-up days does too (the live days' waits bucketed the same way), and
+``Insights.approximate`` says so (the charts show "≈").
 
-On PostgreSQL the per-range queries read only the partial index ``esc_org_decided`` (an
-index-only scan: it holds every column they use, ``decider`` and ``action_name`` being the
-generated copies of ``decided_by.type`` and ``action.name``), and the pending count reads
+On PostgreSQL the live queries read only the partial index ``esc_org_decided`` (an index-only
+scan: ``decider`` and ``action_name`` are the generated copies of ``decided_by.type`` and
+``action.name``), the rollup's by ``(organization, day)``, and the pending count reads
 ``esc_org_pending``; ``bench/insights.py`` measures them at a million escalations.
 """
 
@@ -409,8 +415,9 @@ def pending_by_priority(organization: Organization) -> dict[str, int]:
 def organization_insights(
     *, organization: Organization, days: int = DEFAULT_DAYS, now: datetime | None = None
 ) -> Insights:
-    """Every figure of the insights, for the ``days`` calendar days (UTC) ending today: six
-    queries, whatever the number of escalations."""
+    """Every figure of the insights, for the ``days`` calendar days (UTC) ending today: about
+    a dozen small queries (the rollup's and the live days' of each figure), whatever the number
+    of escalations."""
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}")
     now = now or timezone.now()
