@@ -51,7 +51,7 @@ _LOCK_KEY = 0x1A5_0009
 
 def seconds_between() -> Any:
     """A decision's time to decision in seconds (the insights' ``SecondsBetween``)."""
-    from .insights import SecondsBetween
+    from .insights import SecondsBetween  # here: escalations.insights imports this module
 
     return SecondsBetween(F("decided_at"), F("created_at"))
 

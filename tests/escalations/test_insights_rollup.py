@@ -178,3 +178,10 @@ def test_the_charts_mark_approximate_percentiles(acme, seeded):
     speed = page().split('id="chart-channel-speed"')[1].split("</svg>")[0]
     assert "≈ " in speed
     assert "(≈, within 5%)" in page()
+
+
+def test_the_command_names_a_bad_date():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--since"):
+        call_command("insights_rollup", since="2026-13-01")
