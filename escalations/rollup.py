@@ -21,9 +21,10 @@ rolled up yet are still read live from the escalations, so no figure is ever mis
 Each run deletes and re-inserts the rows of the days it computes, for every organization, with
 one ``INSERT … SELECT … GROUP BY`` per table, in one transaction: a rerun gives the same rows.
 The periodic job (``CELERY_BEAT_SCHEDULE["insights-rollup"]``) computes the days of the last
-``MAX_DAYS`` not rolled up yet and always recomputes the last ``RECOMPUTE_DAYS`` finished days,
-so a decision stamped on a past day after that day was rolled up (a late timer) is counted at
-the next run. An older day changed later is recomputed by ``manage.py insights_rollup --since``.
+``WINDOW_DAYS`` not rolled up yet and always recomputes the last ``RECOMPUTE_DAYS`` finished
+days: ``decided_at`` is the time of the decision, but a decision stamped before midnight can
+commit after that day was rolled up (a transaction in flight, a server whose clock is behind),
+and it is counted at the next run. An older day changed later is recomputed by ``manage.py insights_rollup --since``.
 """
 
 from __future__ import annotations
