@@ -267,6 +267,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "idempotency-purge": {"task": "escalations.tasks.idempotency_purge", "schedule": 3600.0},
     # Payloads past their organization's retention are replaced by digests (escalations.redaction).
     "payload-retention": {"task": "escalations.tasks.payloads_redact", "schedule": 3600.0},
+    # Finished days of decisions pre-aggregated for the insights' charts (escalations.rollup); each
+    # run also recomputes the last two finished days, for decisions stamped on them late.
+    "insights-rollup": {"task": "escalations.tasks.insights_rollup_task", "schedule": 600.0},
     # A signed checkpoint of every audit chain that grew (audit.checkpoints).
     "audit-checkpoints": {
         "task": "audit.tasks.checkpoints_sign",

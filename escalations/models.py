@@ -386,3 +386,58 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} of escalation {self.escalation_id} for {self.consumer}"
+
+
+class InsightDay(models.Model):
+    """Decisions of one finished UTC day, counted per combination of what the charts group by.
+
+    Written only by ``escalations.rollup`` (one ``INSERT … SELECT … GROUP BY`` per run), read by
+    ``escalations.insights`` for the finished days of a range; ``count`` is exact.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    # NULL as in the generated columns they copy (no action, no ``decided_by.type``), so that the
+    # rollup groups exactly as the live queries do.
+    action_name = models.TextField(null=True)  # noqa: DJ001
+    decision_channel = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16)
+    decider = models.TextField(null=True)  # noqa: DJ001
+    count = models.PositiveIntegerField()
+    decided_seconds_sum = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "day"], name="insight_day_org_day")]
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.status} on {self.day}"
+
+
+class InsightWait(models.Model):
+    """A person's decisions of one finished UTC day on one channel whose time to decision falls
+    in ``bucket`` of ``escalations.rollup``'s log-scale histogram (one row per non-empty bucket,
+    so that a range's histogram is a plain ``SUM … GROUP BY``)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    decision_channel = models.CharField(max_length=16, blank=True)
+    bucket = models.PositiveSmallIntegerField()
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "day"], name="insight_wait_org_day")]
+
+    def __str__(self) -> str:
+        return f"{self.count} in bucket {self.bucket} on {self.day}"
+
+
+class InsightRollupDay(models.Model):
+    """A UTC day whose rows of every organization are in ``InsightDay`` and ``InsightWait``
+    (written in the same transaction as them): the days the insights read from the rollup."""
+
+    day = models.DateField(primary_key=True)
+    rolled_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.day} rolled up at {self.rolled_at:%Y-%m-%d %H:%M}"

@@ -20,7 +20,7 @@ from tenants.console import role_required
 from tenants.models import Membership
 from tenants.requests import OrganizationRequest
 
-from . import charts, insights
+from . import charts, insights, rollup
 from .outbox import outbox_parked
 from .selectors import organization_overview
 
@@ -110,8 +110,9 @@ def insight_charts(figures: insights.Insights) -> dict[str, Chart]:
     waited = [d for d in figures.daily if d.wait.decisions]
     agent_bars, agent_summary = _rate_bars(figures.agents, "agent")
     action_bars, action_summary = _rate_bars(figures.actions, "action")
+    about = "≈ " if figures.approximate else ""  # percentiles from the rollup's histograms
     channel_summary = "; ".join(
-        f"{c.channel}: {c.decisions:,} decisions, median {charts.duration(c.median_seconds)}"
+        f"{c.channel}: {c.decisions:,} decisions, median {about}{charts.duration(c.median_seconds)}"
         for c in figures.channels
     )
     return {
@@ -143,10 +144,11 @@ def insight_charts(figures: insights.Insights) -> dict[str, Chart]:
         "waits": _chart(
             charts.lines,
             chart_id="chart-waits",
-            title="A person's time to decision per day: median and p90",
+            title="A person's time to decision per day: median and p90"
+            + (f" (≈, within {rollup.RATIO - 1:.0%})" if figures.approximate else ""),
             description=(
                 f"Over {sum(d.wait.decisions for d in waited):,} decisions by people on "
-                f"{len(waited)} days; the slowest day's p90 was "
+                f"{len(waited)} days; the slowest day's p90 was {about}"
                 f"{charts.duration(max(d.wait.p90 or 0 for d in waited))}."
                 if waited
                 else "Nobody decided in this range."
@@ -201,7 +203,7 @@ def insight_charts(figures: insights.Insights) -> dict[str, Chart]:
                     c.channel,
                     c.channel,
                     [("p50", "median time to decision", c.median_seconds)],
-                    charts.duration(c.median_seconds),
+                    about + charts.duration(c.median_seconds),
                 )
                 for c in figures.channels
             ],

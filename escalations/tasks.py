@@ -6,7 +6,7 @@ from celery import shared_task
 
 from audit.services import audit_seal
 
-from . import deadlines, idempotency, outbox, redaction
+from . import deadlines, idempotency, outbox, redaction, rollup
 
 
 @shared_task(ignore_result=True)
@@ -31,3 +31,8 @@ def outbox_dispatch_task() -> int:
     outbox.nudge_consumed()
     audit_seal()
     return outbox.outbox_drain()
+
+
+@shared_task(ignore_result=True)
+def insights_rollup_task() -> int:
+    return rollup.insights_rollup()
