@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('escalations', '0008_insights_indexes'),
+        ('escalations', '0009_history'),
         ('tenants', '0007_organization_payload_retention'),
     ]
 
