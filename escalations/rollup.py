@@ -24,7 +24,8 @@ The periodic job (``CELERY_BEAT_SCHEDULE["insights-rollup"]``) computes the days
 ``WINDOW_DAYS`` not rolled up yet and always recomputes the last ``RECOMPUTE_DAYS`` finished
 days: ``decided_at`` is the time of the decision, but a decision stamped before midnight can
 commit after that day was rolled up (a transaction in flight, a server whose clock is behind),
-and it is counted at the next run. An older day changed later is recomputed by ``manage.py insights_rollup --since``.
+and it is counted at the next run. An older day changed later is recomputed by
+``manage.py insights_rollup --since``.
 """
 
 from __future__ import annotations
