@@ -70,7 +70,7 @@ def _page(request: OrganizationRequest, form: OptionsForm, status: int = 200) ->
         "options": options,
         "suggestions": mine(organization=request.organization, options=options) if valid else [],
         "days_choices": sorted({*DAYS_CHOICES, options.days}),
-        "nav_active": "suggestions",
+        "nav_active": "overview",
     }
     return render(request, "suggestions/suggestions.html", context, status=status)
 
