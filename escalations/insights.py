@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, F, FloatField, Func, Q, QuerySet, Sum
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -72,32 +72,6 @@ DECIDER_LABELS = {
     "other": "Other",
 }
 PRIORITIES: tuple[str, ...] = tuple(Escalation.Priority.values[::-1])  # urgent … low
-
-
-class SecondsBetween(Func):
-    """``end - start`` in seconds, as a float, computed by the database."""
-
-    output_field = FloatField()
-    arity = 2
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="EXTRACT(EPOCH FROM (%(expressions)s))",
-            arg_joiner=" - ",
-            **extra,
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # julianday is a float of days; rounded to the millisecond, which is what it resolves.
-        return self.as_sql(
-            compiler,
-            connection,
-            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
-            arg_joiner=") - julianday(",
-            **extra,
-        )
 
 
 class PercentileCont(Aggregate):
@@ -234,8 +208,8 @@ def _human(queryset: QuerySet[Escalation]) -> QuerySet[Escalation]:
     return queryset.filter(decider="user")
 
 
-def _wait() -> SecondsBetween:
-    return SecondsBetween(F("decided_at"), F("created_at"))
+def _wait() -> rollup.SecondsBetween:
+    return rollup.seconds_between()
 
 
 def _percentiles(

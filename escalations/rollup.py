@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection, models, transaction
-from django.db.models import Case, Count, F, FloatField, QuerySet, Sum, Value, When
+from django.db.models import Case, Count, F, FloatField, Func, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast, Floor, Ln, TruncDate
 from django.utils import timezone
 
@@ -51,10 +51,34 @@ WINDOW_DAYS = 90
 _LOCK_KEY = 0x1A5_0009
 
 
-def seconds_between() -> Any:
-    """A decision's time to decision in seconds (the insights' ``SecondsBetween``)."""
-    from .insights import SecondsBetween  # here: escalations.insights imports this module
+class SecondsBetween(Func):
+    """``end - start`` in seconds, as a float, computed by the database."""
 
+    output_field = FloatField()
+    arity = 2
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="EXTRACT(EPOCH FROM (%(expressions)s))",
+            arg_joiner=" - ",
+            **extra,
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # julianday is a float of days; rounded to the millisecond, which is what it resolves.
+        return self.as_sql(
+            compiler,
+            connection,
+            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+
+def seconds_between() -> SecondsBetween:
+    """A decision's time to decision in seconds."""
     return SecondsBetween(F("decided_at"), F("created_at"))
 
 
