@@ -12,12 +12,14 @@ DAPHNE_ENDPOINT ?= tcp:port=$(PORT):interface=$(HOST):backlog=1024
 # Links printed by seed_demo and put in e-mails point at this server unless told otherwise.
 AWAITHUMAN_BASE_URL ?= http://$(HOST):$(PORT)
 
-# `make test` leaves out the tests marked slow (minutes of real waiting, on purpose); CI runs them.
-PYTEST_ARGS ?= -m "not slow"
+# `make test` leaves out the tests marked slow (minutes of real waiting, on purpose) and the browser
+# tests (headless Chromium: two fifths of the suite's CPU); `make test-browser` runs those, and CI
+# runs both. `make test PYTEST_ARGS=` runs everything.
+PYTEST_ARGS ?= -m "not slow and not browser"
 # pytest-xdist workers: one per core by default; PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= auto
 
-.PHONY: run prod test setup migrate lint typecheck mypy-baseline format bench clean
+.PHONY: run prod test test-browser setup migrate lint typecheck mypy-baseline format bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "AwaitHuman needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11"'
@@ -53,6 +55,10 @@ prod: setup
 
 test: setup
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The browser tests: Debian's chromium (/usr/bin/chromium) driven by Playwright, never a download.
+test-browser: setup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m browser
 
 lint: setup
 	$(BIN)/ruff check .
