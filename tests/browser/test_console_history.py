@@ -1,6 +1,6 @@
 """The History page in a real browser, against a real daphne: filter and search the
 organization's past escalations from the form (the view lands in the URL), open one with the
-keyboard, and download the filtered view as CSV.
+keyboard, and download the filtered view as CSV. The screenshot goes to ``docs/screenshots/``.
 
 Reuses the Chromium fixture of ``test_api_docs`` (a missing browser skips locally and fails with
 ``CI=true``).
@@ -17,11 +17,12 @@ import httpx
 import pytest
 
 from tests.browser.test_api_docs import browser  # noqa: F401  (fixture)
-from tests.live import embedded_stack
+from tests.live import ROOT, embedded_stack
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "history-passphrase-42"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
 OWNER = "hana@history.test"
 
 
@@ -107,7 +108,7 @@ def test_filter_search_open_and_download_the_history(
     from playwright.sync_api import expect
 
     base = history_server["base"]
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -121,6 +122,7 @@ def test_filter_search_open_and_download_the_history(
     page.wait_for_url(f"{base}/history/")
     rows = page.locator("#history-rows tr.qrow")
     expect(rows).to_have_count(3)
+    page.screenshot(path=str(SCREENSHOTS / "history.png"), full_page=True)
 
     # Search: the rejection's comment finds it; the view is in the URL, to share.
     page.get_by_label("Search").fill("manager")
