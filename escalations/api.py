@@ -82,31 +82,42 @@ def _moment_parameter(name: str, description: str) -> OpenApiParameter:
     )
 
 
+def _text_parameter(name: str, max_length: int, description: str) -> OpenApiParameter:
+    """A filter that may not be blank: the API calls ``?policy=`` a mistake, not "any"."""
+    schema = {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": r"\S"}
+    return OpenApiParameter(name, schema, description=description)
+
+
 FILTER_PARAMETERS = [
     OpenApiParameter("status", str, enum=list(Escalation.Status.values)),
     OpenApiParameter("kind", str, enum=list(Escalation.Kind.values)),
     OpenApiParameter("priority", str, enum=list(Escalation.Priority.values)),
-    OpenApiParameter("agent", str, description="Only this agent's (`agt_…`)."),
-    OpenApiParameter("policy", str, description="Only those this policy matched (`pol_…`)."),
+    OpenApiParameter(
+        "agent", {"type": "string", "maxLength": 32}, description="Only this agent's (`agt_…`)."
+    ),
+    _text_parameter("policy", 32, "Only those this policy matched (`pol_…`)."),
     OpenApiParameter(
         "decided_by",
-        str,
+        {"type": "string", "pattern": history.DECIDED_BY_PATTERN},
         description="`human`, `policy`, `timeout`, `agent` (cancelled) or a member (`mem_…`).",
     ),
     OpenApiParameter(
         "channel", str, enum=list(history.CHANNELS), description="Where it was decided."
     ),
-    OpenApiParameter("external_id", str, description="Blank: those created without one."),
+    OpenApiParameter(
+        "external_id",
+        {"type": "string", "maxLength": 200},
+        description="Blank: those created without one.",
+    ),
     _moment_parameter("created_after", "Created at or after."),
     _moment_parameter("created_before", "Created before."),
     _moment_parameter("decided_after", "Decided at or after."),
     _moment_parameter("decided_before", "Decided before."),
-    OpenApiParameter(
+    _text_parameter(
         "q",
-        str,
-        description="Full-text search over the title, the reasoning, the action's name and "
-        'arguments and the decision comment (PostgreSQL: web search syntax, `"a phrase"`, '
-        "`or`, `-word`).",
+        history.MAX_QUERY_CHARS,
+        "Full-text search over the title, the reasoning, the action's name and arguments and "
+        'the decision comment (PostgreSQL: web search syntax, `"a phrase"`, `or`, `-word`).',
     ),
 ]
 
@@ -118,8 +129,16 @@ class EscalationListCreateView(KeyedAPIView):
         operation_id="escalations_list",
         parameters=[
             *FILTER_PARAMETERS,
-            OpenApiParameter("limit", int, description="1 to 100; 50 when left out."),
-            OpenApiParameter("cursor", str, description="From `next` or `previous`; opaque."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": history.MAX_PAGE_SIZE},
+                description=f"1 to {history.MAX_PAGE_SIZE}; {history.PAGE_SIZE} when left out.",
+            ),
+            OpenApiParameter(
+                "cursor",
+                str,
+                description="From `next` or `previous`; opaque. Blank: the first page.",
+            ),
         ],
         responses={200: EscalationPageSerializer, **PROBLEMS},
         description="The organization's escalations, newest first, a page at a time.",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -104,6 +104,10 @@ class ExportFilters:
 
 
 def parse_moment(raw: str) -> datetime | None:
+    """An ISO 8601 date-time (or a bare date, midnight UTC) as an aware UTC datetime; ``None``
+    when it is not one. In UTC because PostgreSQL refuses offsets beyond ±15:59 that ISO 8601
+    and Python accept (``+19:22``), and a moment that leaves Python's years 1–9999 once in UTC
+    is not one we can compare with."""
     try:
         moment = parse_datetime(raw)
         if moment is None:
@@ -111,11 +115,11 @@ def parse_moment(raw: str) -> datetime | None:
             if day is None:
                 return None
             moment = datetime.combine(day, time.min)
-    except ValueError:
+        if timezone.is_naive(moment):
+            return timezone.make_aware(moment, UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, timezone.get_fixed_timezone(0))
-    return moment
 
 
 def decided_escalations(

@@ -48,6 +48,7 @@ EXPORT_CHUNK = 1000
 MAX_QUERY_CHARS = 200
 FTS_TABLE = "escalations_escalation_fts"
 DECIDED_BY_KINDS = {"human": "user", "policy": "policy", "timeout": "timeout", "agent": "agent"}
+DECIDED_BY_PATTERN = rf"^({'|'.join(DECIDED_BY_KINDS)}|mem_[0-9A-Za-z]{{1,28}})$"
 # Where a decision was made: the console, the API, or a notification channel's answer.
 CHANNELS = ("console", "api", "email", "sms", "whatsapp", "telegram", "slack", "push")
 _CURSOR_SALT = "escalations.history.cursor"
@@ -138,7 +139,7 @@ def _moment(value: str) -> datetime:
 
 
 def _decided_by(value: str) -> str:
-    if value in DECIDED_BY_KINDS or re.fullmatch(r"mem_[0-9A-Za-z]{1,28}", value):
+    if re.fullmatch(DECIDED_BY_PATTERN, value):
         return value
     raise ValueError("Must be human, policy, timeout, agent or a member's id (mem_…).")
 
@@ -291,10 +292,10 @@ def _newer_than(created_at: datetime, pk: int) -> Q:
 def history_page(
     escalations: QuerySet[Escalation], *, cursor: str | None, limit: int = PAGE_SIZE
 ) -> Page:
-    """One page of ``history_queryset``'s rows: the first, or the one a cursor points to.
-    Keyset (never an offset), so rows arriving meanwhile neither repeat nor vanish from the
-    pages after."""
-    if cursor is None:
+    """One page of ``history_queryset``'s rows: the first (no cursor, or a blank one, as a form
+    or a client filling in an empty ``next`` sends), or the one a cursor points to. Keyset (never
+    an offset), so rows arriving meanwhile neither repeat nor vanish from the pages after."""
+    if not cursor:
         rows = list(escalations[: limit + 1])
         return Page(
             rows[:limit], _cursor("next", rows[limit - 1]) if len(rows) > limit else None, None

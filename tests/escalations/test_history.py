@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -256,6 +257,21 @@ def test_pages_are_stable_while_new_escalations_arrive(acme):
     assert [item["id"] for item in back["results"]] == expected[:3]
 
 
+def test_a_blank_cursor_is_the_first_page(acme):
+    ids = [create_escalation(acme, external_id=f"run_{n}")["id"] for n in range(3)]
+    page = acme.agent_client().get(LIST, {"limit": 2, "cursor": ""}).json()
+    assert [item["id"] for item in page["results"]] == ids[::-1][:2]
+    assert page["next"] is not None
+
+
+def test_a_moment_with_any_iso_offset_is_the_same_instant(acme, story):
+    """ISO 8601 offsets run to ±23:59 but PostgreSQL stops at ±15:59: the filter converts to UTC
+    first rather than hand the database a moment it refuses with a 500."""
+    far_east = _list(acme, story, "decided_after=2026-02-17T04:00:00%2B19:22")
+    utc = _list(acme, story, "decided_after=2026-02-16T08:38:00Z")
+    assert far_east == utc == ["parcel", "branch"]
+
+
 def test_a_cursor_keeps_its_filters_in_the_next_link(acme, story):
     page = acme.agent_client().get(LIST, {"limit": 1, "decided_by": "human"}).json()
     assert "decided_by=human" in page["next"]
@@ -361,6 +377,8 @@ def test_another_organizations_escalations_never_appear(acme, globex, story):
         ("created_before=2026-13-01", "created_before"),
         ("decided_after=2026-02-30", "decided_after"),
         ("decided_before=soon", "decided_before"),
+        ("decided_after=9999-12-31T23:00:00-05:00", "decided_after"),  # past year 9999 in UTC
+        ("created_after=0001-01-01T00:00:00%2B05:00", "created_after"),  # before year 1
         ("decided_by=someone", "decided_by"),
         ("channel=pigeon", "channel"),
         ("policy=", "policy"),
@@ -428,6 +446,19 @@ def test_the_schema_documents_the_new_parameters(acme):
     } <= listed
     export = schema["paths"]["/api/v1/escalations/export"]["get"]
     assert "format" in {p["name"] for p in export["parameters"]}
+
+
+def test_the_schema_says_what_the_filters_refuse(acme):
+    """A client generated from the schema (or a fuzzer) learns the rules the API enforces."""
+    schema = acme.agent_client().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    parameters = schema["paths"]["/api/v1/escalations"]["get"]["parameters"]
+    shapes = {p["name"]: p["schema"] for p in parameters}
+    decided_by = re.compile(shapes["decided_by"]["pattern"])
+    assert decided_by.search("human") and decided_by.search("mem_a1B2")
+    assert not decided_by.search("someone") and not decided_by.search("")
+    assert shapes["q"]["minLength"] == shapes["policy"]["minLength"] == 1
+    assert shapes["q"]["maxLength"] == history.MAX_QUERY_CHARS
+    assert (shapes["limit"]["minimum"], shapes["limit"]["maximum"]) == (1, history.MAX_PAGE_SIZE)
 
 
 # --- The console ---------------------------------------------------------------------------------
