@@ -93,9 +93,11 @@ FILTER_PARAMETERS = [
     OpenApiParameter("kind", str, enum=list(Escalation.Kind.values)),
     OpenApiParameter("priority", str, enum=list(Escalation.Priority.values)),
     OpenApiParameter(
-        "agent", {"type": "string", "maxLength": 32}, description="Only this agent's (`agt_…`)."
+        "agent",
+        {"type": "string", "maxLength": history.MAX_ID_CHARS},
+        description="Only this agent's (`agt_…`).",
     ),
-    _text_parameter("policy", 32, "Only those this policy matched (`pol_…`)."),
+    _text_parameter("policy", history.MAX_ID_CHARS, "Only those this policy matched (`pol_…`)."),
     OpenApiParameter(
         "decided_by",
         {"type": "string", "pattern": history.DECIDED_BY_PATTERN},
@@ -106,7 +108,7 @@ FILTER_PARAMETERS = [
     ),
     OpenApiParameter(
         "external_id",
-        {"type": "string", "maxLength": 200},
+        {"type": "string", "maxLength": history.MAX_EXTERNAL_ID_CHARS},
         description="Blank: those created without one.",
     ),
     _moment_parameter("created_after", "Created at or after."),

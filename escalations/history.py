@@ -46,6 +46,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 EXPORT_CHUNK = 1000
 MAX_QUERY_CHARS = 200
+MAX_ID_CHARS = 32  # agt_…, pol_…
+MAX_EXTERNAL_ID_CHARS = 200
 FTS_TABLE = "escalations_escalation_fts"
 DECIDED_BY_KINDS = {"human": "user", "policy": "policy", "timeout": "timeout", "agent": "agent"}
 DECIDED_BY_PATTERN = rf"^({'|'.join(DECIDED_BY_KINDS)}|mem_[0-9A-Za-z]{{1,28}})$"
@@ -148,11 +150,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "status": _choice(Escalation.Status.choices),
     "kind": _choice(Escalation.Kind.choices),
     "priority": _choice(Escalation.Priority.choices),
-    "agent": _text(32, blank=True),
-    "policy": _text(32, blank=False),
+    "agent": _text(MAX_ID_CHARS, blank=True),
+    "policy": _text(MAX_ID_CHARS, blank=False),
     "decided_by": _decided_by,
     "channel": _choice([(channel, channel) for channel in CHANNELS]),
-    "external_id": _text(200, blank=True),
+    "external_id": _text(MAX_EXTERNAL_ID_CHARS, blank=True),
     "created_after": _moment,
     "created_before": _moment,
     "decided_after": _moment,
