@@ -126,7 +126,12 @@ class ParsedCheckpoint:
 
 
 def note_parse(note: str) -> ParsedCheckpoint:
-    """Split a signed checkpoint into its fields; ``CheckpointError`` if it is malformed."""
+    """Split a signed checkpoint into its fields; ``CheckpointError`` if it is malformed.
+
+    A copy that went through e-mail or a Windows editor may end its lines with CRLF; the signed
+    text never holds a carriage return, so those are read as plain newlines (a changed byte
+    still fails the signature)."""
+    note = note.replace("\r\n", "\n")
     text, separator, signature_block = note.partition("\n\n")
     if not separator or not signature_block.endswith("\n"):
         raise CheckpointError("not a signed note: no blank line before the signatures")
@@ -182,6 +187,19 @@ def note_verify(note: str, keys: list[bytes]) -> ParsedCheckpoint:
             raise CheckpointError(f"the signature of key {name!r} does not verify") from None
         return parsed
     raise CheckpointError("no signature by a known key")
+
+
+def note_verifier_keys(note: str) -> list[str]:
+    """The signed-note verifier key (``vkey``) of each signature on ``note`` by a key we know,
+    what a holder of the note needs to check it with any signed-note tool."""
+    parsed = note_parse(note)
+    keys = signer().public_keys()
+    return [
+        vkey(name, public_key)
+        for name, signature_key_id, _ in parsed.signatures
+        for public_key in keys
+        if key_id(name, public_key) == signature_key_id
+    ]
 
 
 # --- Issuing -----------------------------------------------------------------------------------

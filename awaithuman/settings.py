@@ -252,6 +252,9 @@ CELERY_TASK_ROUTES = {
 CELERY_TIMEZONE = "UTC"
 # How often chains that grew get a signed checkpoint.
 AUDIT_CHECKPOINT_SECONDS = envint("AUDIT_CHECKPOINT_SECONDS", 60, minimum=1)
+# At most this often, an organization's latest checkpoint is e-mailed to its checkpoint address
+# (tenants.checkpoint_mail); the job looks every hour.
+AUDIT_CHECKPOINT_EMAIL_HOURS = envint("AUDIT_CHECKPOINT_EMAIL_HOURS", 24, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "escalation-timers": {
         "task": "escalations.tasks.timers_tick",
@@ -275,6 +278,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "audit.tasks.checkpoints_sign",
         "schedule": float(AUDIT_CHECKPOINT_SECONDS),
         "options": {"expires": 60},
+    },
+    "audit-checkpoint-emails": {
+        "task": "tenants.tasks.checkpoint_emails",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
     },
 }
 

@@ -124,9 +124,16 @@ class KeyRollForm(forms.Form):
 class OrganizationSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization
-        fields = ["name", "require_2fa", "reject_reason_required", "payload_retention_days"]
+        fields = [
+            "name",
+            "require_2fa",
+            "reject_reason_required",
+            "payload_retention_days",
+            "checkpoint_email",
+        ]
         labels = {
             "payload_retention_days": "Keep escalation payloads for (days)",
+            "checkpoint_email": "E-mail a daily audit checkpoint to",
             "require_2fa": "Require two-factor authentication for every member",
             "reject_reason_required": "Require a reason with every rejection",
         }

@@ -39,6 +39,14 @@ class Organization(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(36500)],
         help_text="Days a decided escalation keeps its payloads; empty keeps them forever.",
     )
+    # A copy of the audit trail's signed checkpoints kept outside our database (audit.checkpoints):
+    # once a day, the latest one is e-mailed here if the chain grew (tenants.checkpoint_mail).
+    checkpoint_email = models.EmailField(
+        blank=True,
+        help_text="Receives the latest signed audit checkpoint once a day; empty sends none.",
+    )
+    checkpoint_emailed_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    checkpoint_emailed_at = models.DateTimeField(null=True, blank=True, editable=False)
     settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -329,18 +329,28 @@ def organization_update(
     actor: dict,
     reject_reason_required: bool | None = None,
     payload_retention_days: int | Unset | None = UNSET,
+    checkpoint_email: str | None = None,
 ) -> Organization:
     if reject_reason_required is None:
         reject_reason_required = organization.reject_reason_required
     if isinstance(payload_retention_days, Unset):
         payload_retention_days = organization.payload_retention_days
-    fields = ["name", "require_2fa", "reject_reason_required", "payload_retention_days"]
+    if checkpoint_email is None:
+        checkpoint_email = organization.checkpoint_email
+    fields = [
+        "name",
+        "require_2fa",
+        "reject_reason_required",
+        "payload_retention_days",
+        "checkpoint_email",
+    ]
     before = {field: getattr(organization, field) for field in fields}
     after = {
         "name": name,
         "require_2fa": require_2fa,
         "reject_reason_required": reject_reason_required,
         "payload_retention_days": payload_retention_days,
+        "checkpoint_email": checkpoint_email,
     }
     if before == after:
         return organization

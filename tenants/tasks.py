@@ -1,5 +1,6 @@
-"""Celery entry points of the tenants app: billing's periodic work and its e-mails (thin wrappers
-over ``tenants.billing``; beat runs the periodic ones, see ``CELERY_BEAT_SCHEDULE``)."""
+"""Celery entry points of the tenants app: billing's periodic work and its e-mails, and the daily
+checkpoint e-mail (thin wrappers over ``tenants.billing`` and ``tenants.checkpoint_mail``; beat
+runs the periodic ones, see ``CELERY_BEAT_SCHEDULE``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from celery import shared_task
 
-from . import billing
+from . import billing, checkpoint_mail
 
 
 @shared_task(ignore_result=True)
@@ -30,3 +31,9 @@ def billing_quota_email(organization_id: int, threshold: int) -> int:
 @shared_task(ignore_result=True)
 def billing_owners_email(organization_id: int, template: str, context: dict[str, Any]) -> int:
     return billing.owners_email(organization_id=organization_id, template=template, context=context)
+
+
+@shared_task(ignore_result=True)
+def checkpoint_emails() -> int:
+    """E-mail the latest signed audit checkpoint to each organization's checkpoint address."""
+    return checkpoint_mail.checkpoint_emails_send()

@@ -458,6 +458,7 @@ def settings_page(request: OrganizationRequest) -> HttpResponse:
                 require_2fa=form.cleaned_data["require_2fa"],
                 reject_reason_required=form.cleaned_data["reject_reason_required"],
                 payload_retention_days=form.cleaned_data["payload_retention_days"],
+                checkpoint_email=form.cleaned_data["checkpoint_email"],
                 actor=_actor(request),
             )
             messages.success(request, "Settings saved.")

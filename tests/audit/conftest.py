@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from audit import triggers
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_seal
+from tests.notifications.conftest import smtp, smtp_server
 
 ALICE = {"type": "user", "id": "usr_alice", "label": "alice@example.com"}
 
@@ -43,3 +44,7 @@ def triggers_off() -> Callable[[], AbstractContextManager[None]]:
             triggers.install(connection)
 
     return triggers_off
+
+
+# The notification tests' real SMTP server on 127.0.0.1, for the checkpoint e-mail.
+__all__ = ["smtp", "smtp_server"]

@@ -187,6 +187,7 @@ def test_an_admin_renames_the_organization_and_requires_2fa(acme):
         "require_2fa": True,
         "reject_reason_required": False,
         "payload_retention_days": None,
+        "checkpoint_email": "",
     }
 
 
