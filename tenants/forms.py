@@ -124,13 +124,7 @@ class KeyRollForm(forms.Form):
 class OrganizationSettingsForm(forms.ModelForm):
     class Meta:
         model = Organization
-        fields = [
-            "name",
-            "require_2fa",
-            "reject_reason_required",
-            "payload_retention_days",
-            "checkpoint_email",
-        ]
+        fields = Organization.SETTINGS_FIELDS
         labels = {
             "payload_retention_days": "Keep escalation payloads for (days)",
             "checkpoint_email": "E-mail a daily audit checkpoint to",

@@ -50,6 +50,15 @@ class Organization(models.Model):
     settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    # What an admin edits on the settings page; ``organization_update`` audits their changes.
+    SETTINGS_FIELDS = (
+        "name",
+        "require_2fa",
+        "reject_reason_required",
+        "payload_retention_days",
+        "checkpoint_email",
+    )
+
     class Meta:
         ordering = ["name"]
 

@@ -337,13 +337,7 @@ def organization_update(
         payload_retention_days = organization.payload_retention_days
     if checkpoint_email is None:
         checkpoint_email = organization.checkpoint_email
-    fields = [
-        "name",
-        "require_2fa",
-        "reject_reason_required",
-        "payload_retention_days",
-        "checkpoint_email",
-    ]
+    fields = list(Organization.SETTINGS_FIELDS)
     before = {field: getattr(organization, field) for field in fields}
     after = {
         "name": name,
