@@ -110,6 +110,9 @@ def test_at_most_one_e_mail_a_day_and_only_when_the_chain_grew(record, acme, smt
     assert sent == [first.note, second.note]
     organization.refresh_from_db()
     assert organization.checkpoint_emailed_seq == second.seq
+    page = signed_in(acme.members["alice"].user).get("/org/settings/")
+    sent_at = (now + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M")
+    assert f"Last sent {sent_at} UTC, covering events 1 to {second.seq}." in page.content.decode()
 
 
 def test_only_organizations_with_an_address_get_one_and_only_their_own(
@@ -166,6 +169,7 @@ def test_an_admin_sets_the_address_in_the_settings_and_it_is_audited(acme):
     page = signed_in(acme.members["alice"].user).get("/org/settings/")
     assert b"E-mail a daily audit checkpoint to" in page.content
     assert COMPLIANCE.encode() in page.content
+    assert b"Last sent" not in page.content  # nothing was sent yet
 
 
 def test_a_bad_address_is_refused_naming_the_field(acme):
