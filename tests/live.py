@@ -8,6 +8,7 @@ so it never shares state with pytest-django's test database.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import secrets
@@ -49,10 +50,45 @@ def need_services() -> tuple[str, str]:
     pytest.skip(message)
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports for the suite's servers: from 10000 up to the kernel's ephemeral range, split between the
+# pytest-xdist workers so that two workers never pick the same one.
+_FIRST_PORT = 10000
+_next_port = itertools.count()
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104  (held on any interface?), closed at once
+        except OSError:
+            return False
+    return True
+
+
+def free_port(count: int = 1) -> int:
+    """A port P, with P+1 … P+count-1, that nothing holds, for a server started a moment later.
+
+    Not one the kernel hands out (``bind(0)``): those come from the ephemeral range, which is also
+    where the local ends of outgoing connections live, and this suite opens thousands of them;
+    one can take the port between this check and the server's own bind. Below that range only an
+    explicit bind can, and each xdist worker walks its own slice of it.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), worker + 1)
+    size = (_ephemeral_low() - _FIRST_PORT) // workers
+    start = _FIRST_PORT + worker * size
+    for _ in range(size):
+        port = start + next(_next_port) % (size - count)
+        if all(_bindable(port + offset) for offset in range(count)):
+            return port
+    raise RuntimeError(f"no {count} free consecutive ports in {start}-{start + size}")
 
 
 # The commands a user would run (createorg, then createapikey twice), in one process: each

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,12 +24,36 @@ pytestmark = pytest.mark.services
 TOKEN = "scrape-token-of-make-prod-0123456789"
 
 
-def two_free_ports() -> int:
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+def running_in_group(group: int) -> list[str]:
+    """The live (not zombie) processes of a process group, from ``/proc``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        state, _, process_group = rest.split()[:3]
+        if int(process_group) == group and state != "Z":
+            found.append(name)
+    return found
+
+
+def stop(prod: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the whole group, as Ctrl-C in a terminal sends, then wait until every process
+    of it has exited: make itself exits at once, while honcho is still stopping the others."""
+    try:
+        os.killpg(prod.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # everything had exited already; the log says why
+    deadline = time.monotonic() + 30
+    while left := running_in_group(prod.pid):
+        if time.monotonic() > deadline:
+            os.killpg(prod.pid, signal.SIGKILL)
+            raise AssertionError(f"still running 30 s after SIGTERM: {left}")
+        prod.poll()  # reaps make
+        time.sleep(0.1)
+    prod.wait()
 
 
 def ready(base: str) -> bool:
@@ -53,7 +76,7 @@ def created_total(base: str) -> float:
 def test_make_prod_starts_two_web_processes_a_worker_and_beat(tmp_path: Path) -> None:
     with production_stack(tmp_path) as stack:
         org = stack.organization()
-        port = two_free_ports()
+        port = free_port(2)  # honcho gives web.2 the next port
         env = {
             **stack.env,
             "PORT": str(port),
@@ -94,10 +117,5 @@ def test_make_prod_starts_two_web_processes_a_worker_and_beat(tmp_path: Path) ->
             # collectstatic ran before the processes started.
             assert (tmp_path / "data" / "staticfiles" / "admin" / "css" / "base.css").exists()
         finally:
-            os.killpg(prod.pid, signal.SIGTERM)
-            try:
-                prod.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(prod.pid, signal.SIGKILL)
-                prod.wait()
+            stop(prod)
         assert not ready(web1) and not ready(web2)
