@@ -86,10 +86,12 @@ def _message(organization: Organization, checkpoint: Checkpoint) -> EmailMessage
             "every_hours": settings.AUDIT_CHECKPOINT_EMAIL_HOURS,
         },
     )
-    subject, _, body = text.strip().partition("\n")
+    # A header is one line, whatever the name holds.
+    name = " ".join(organization.name.split())
     message = EmailMessage(
-        subject=f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}{subject.strip()}",
-        body=body.strip() + "\n",
+        subject=f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}Audit checkpoint of {name}: "
+        f"{checkpoint.seq} events",
+        body=text.strip() + "\n",
         to=[organization.checkpoint_email],
     )
     # As bytes of an opaque type, the attachment travels base64-encoded and arrives byte for

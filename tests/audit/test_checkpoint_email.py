@@ -192,3 +192,17 @@ def test_the_job_runs_every_hour(settings):
     ]
     assert entry["schedule"] == 3600.0
     assert settings.AUDIT_CHECKPOINT_EMAIL_HOURS == 24
+
+
+def test_a_name_with_a_line_break_still_makes_a_one_line_subject(record, acme, smtp: SmtpServer):
+    Organization.objects.filter(pk=acme.organization.pk).update(
+        name="Acme\nBcc: everyone@example.test", checkpoint_email=COMPLIANCE
+    )
+    checkpoint = grow_and_sign(record, acme.organization)
+
+    assert checkpoint_emails_send() == 1
+    (message,) = smtp.inbox.to(COMPLIANCE)
+    assert message["Subject"] == (
+        f"[AwaitHuman] Audit checkpoint of Acme Bcc: everyone@example.test: {checkpoint.seq} events"
+    )
+    assert message["Bcc"] is None
