@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -40,16 +40,18 @@ def checkpoint_emails_send(*, now: datetime | None = None) -> int:
     Returns how many e-mails were sent."""
     now = now or timezone.now()
     cutoff = now - timedelta(hours=settings.AUDIT_CHECKPOINT_EMAIL_HOURS)
-    due = Organization.objects.exclude(checkpoint_email="").filter(
-        Q(checkpoint_emailed_at__isnull=True) | Q(checkpoint_emailed_at__lte=cutoff)
+    latest = Checkpoint.objects.filter(organization_id=OuterRef("pk")).order_by("-seq")
+    # One query finds the organizations with a checkpoint newer than the one last e-mailed; those
+    # whose chain stood still (or has none yet) cost nothing more.
+    due = (
+        Organization.objects.exclude(checkpoint_email="")
+        .filter(Q(checkpoint_emailed_at__isnull=True) | Q(checkpoint_emailed_at__lte=cutoff))
+        .filter(checkpoint_emailed_seq__lt=Subquery(latest.values("seq")[:1]))
+        .annotate(latest_checkpoint=Subquery(latest.values("pk")[:1]))
     )
     sent = 0
     for organization in due.iterator():
-        checkpoint = (
-            Checkpoint.objects.filter(organization_id=organization.pk).order_by("-seq").first()
-        )
-        if checkpoint is None or checkpoint.seq <= organization.checkpoint_emailed_seq:
-            continue
+        checkpoint = Checkpoint.objects.get(pk=organization.latest_checkpoint)
         try:
             _message(organization, checkpoint).send()
         except (smtplib.SMTPException, OSError) as exc:
